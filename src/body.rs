@@ -1,0 +1,203 @@
+//! Bodies in flight: the one boxed body type the proxy hands around, and [`Guarded`], which
+//! streams a body through while enforcing a size limit and an idle timeout, counting its
+//! bytes and reporting (for the access log) when it ends or is dropped.
+
+use std::cell::Cell;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+
+/// Errors inside a body, boxed.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body type of every request and response the proxy builds or forwards.
+pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// A body of fixed bytes.
+pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// An empty body.
+pub fn empty() -> ProxyBody {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+/// Why a guarded body was cut short.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// More bytes than the limit.
+    #[error("body is larger than the limit of {0} bytes")]
+    TooLarge(u64),
+    /// No bytes for longer than the idle timeout.
+    #[error("body stalled for longer than {0:?}")]
+    Idle(Duration),
+}
+
+/// Told how a body ended: `bytes` passed, and whether it reached its end cleanly.
+pub trait OnEnd: Send + 'static {
+    fn body_ended(self: Box<Self>, bytes: u64, complete: bool);
+}
+
+pin_project! {
+    /// A body passed through with a limit, an idle timeout and an end-of-body report.
+    pub struct Guarded<B> {
+        #[pin]
+        inner: B,
+        idle_timeout: Option<Duration>,
+        idle: Option<Pin<Box<Sleep>>>,
+        limit: Option<u64>,
+        tail: Tail,
+    }
+}
+
+struct Tail {
+    bytes: u64,
+    // A Cell because `is_end_stream(&self)` is where hyper learns that a body is done
+    // without polling it to `None`.
+    complete: Cell<bool>,
+    on_end: Option<Box<dyn OnEnd>>,
+}
+
+impl Drop for Tail {
+    fn drop(&mut self) {
+        if let Some(on_end) = self.on_end.take() {
+            on_end.body_ended(self.bytes, self.complete.get());
+        }
+    }
+}
+
+impl<B> Guarded<B> {
+    /// Wrap `inner`. `None` turns a guard off.
+    pub fn new(
+        inner: B,
+        limit: Option<u64>,
+        idle_timeout: Option<Duration>,
+        on_end: Option<Box<dyn OnEnd>>,
+    ) -> Self {
+        Self {
+            inner,
+            idle_timeout,
+            idle: None,
+            limit,
+            tail: Tail {
+                bytes: 0,
+                complete: Cell::new(false),
+                on_end,
+            },
+        }
+    }
+}
+
+impl<B> Body for Guarded<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.tail.bytes += data.len() as u64;
+                    if let Some(limit) = *this.limit
+                        && this.tail.bytes > limit
+                    {
+                        return Poll::Ready(Some(Err(BodyError::TooLarge(limit).into())));
+                    }
+                }
+                if let (Some(idle), Some(t)) = (this.idle.as_mut(), *this.idle_timeout) {
+                    idle.as_mut().reset(Instant::now() + t);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => {
+                this.tail.complete.set(true);
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                let Some(t) = *this.idle_timeout else {
+                    return Poll::Pending;
+                };
+                let idle = this
+                    .idle
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(t)));
+                ready!(idle.as_mut().poll(cx));
+                Poll::Ready(Some(Err(BodyError::Idle(t).into())))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let end = self.inner.is_end_stream();
+        if end {
+            self.tail.complete.set(true);
+        }
+        end
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    struct Record(Arc<Mutex<Option<(u64, bool)>>>);
+    impl OnEnd for Record {
+        fn body_ended(self: Box<Self>, bytes: u64, complete: bool) {
+            *self.0.lock().unwrap() = Some((bytes, complete));
+        }
+    }
+
+    #[tokio::test]
+    async fn counts_bytes_and_reports_a_clean_end() {
+        let seen = Arc::new(Mutex::new(None));
+        let b = Guarded::new(
+            Full::new(Bytes::from_static(b"hello")),
+            Some(10),
+            None,
+            Some(Box::new(Record(seen.clone()))),
+        );
+        let out = b.collect().await.unwrap().to_bytes();
+        assert_eq!(&out[..], b"hello");
+        assert_eq!(*seen.lock().unwrap(), Some((5, true)));
+    }
+
+    #[tokio::test]
+    async fn refuses_more_than_the_limit() {
+        let b = Guarded::new(Full::new(Bytes::from_static(b"hello")), Some(4), None, None);
+        let err = b.collect().await.unwrap_err();
+        assert!(err.downcast_ref::<BodyError>().is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_body_times_out() {
+        let (_tx, body) = http_body_util::channel::Channel::<Bytes, BoxError>::new(1);
+        let b = Guarded::new(body, None, Some(Duration::from_secs(3)), None);
+        let err = b.collect().await.unwrap_err();
+        assert!(matches!(
+            err.downcast_ref::<BodyError>(),
+            Some(BodyError::Idle(_))
+        ));
+    }
+}

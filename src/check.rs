@@ -1,0 +1,123 @@
+//! `digicert-sidecar check`: load the configuration and every credential, and say in plain
+//! words what would be used, or one line per problem, like `nginx -t`. Never a secret.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::SystemTime;
+
+use crate::config::{self, ClientCertSource, Config};
+use crate::credential::{ApiKey, ClientCert};
+use crate::upstream::tls;
+
+/// The result of a check: the text to print, and whether everything is usable.
+pub struct Report {
+    pub text: String,
+    pub problems: Vec<String>,
+}
+
+/// Check the configuration `path` (or the environment, as `run` would).
+pub fn run(path: Option<&Path>) -> Report {
+    match config::load(path) {
+        Err(e) => Report {
+            text: String::new(),
+            problems: vec![format!("configuration: {e}")],
+        },
+        Ok((config, origin)) => check_config(&config, &origin.to_string()),
+    }
+}
+
+/// Check an already-parsed configuration.
+pub fn check_config(config: &Config, origin: &str) -> Report {
+    let mut text = String::new();
+    let mut problems = Vec::new();
+    let now = SystemTime::now();
+    let s = &config.server;
+    let _ = writeln!(text, "configuration: {origin}");
+    let _ = writeln!(
+        text,
+        "listen: {}   admin: {}",
+        s.listen,
+        s.admin
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "off".into())
+    );
+    for r in &config.routes {
+        let _ = writeln!(
+            text,
+            "route {}: {}{} -> {}",
+            r.name,
+            r.listen
+                .as_ref()
+                .map(|l| format!("{l} "))
+                .unwrap_or_default(),
+            r.path_prefix,
+            r.upstream
+        );
+        if let Some(ca) = &r.ca_file
+            && let Err(e) = tls::roots(Some(ca))
+        {
+            problems.push(format!("route {}: ca_file: {e}", r.name));
+        }
+        if let Some(k) = &r.api_key {
+            match ApiKey::load(k) {
+                Ok(_) => {
+                    let _ = writeln!(text, "  header {} from {}: ok", k.header, k.source);
+                }
+                Err(e) => problems.push(format!("route {}: api_key: {e}", r.name)),
+            }
+        }
+        if let Some(c) = &r.client_cert {
+            let from = match c {
+                ClientCertSource::Pkcs12 { file, password } => {
+                    format!("PKCS#12 {} (password from {password})", file.display())
+                }
+                ClientCertSource::Pem {
+                    cert_file,
+                    key_file,
+                } => format!("PEM {} + {}", cert_file.display(), key_file.display()),
+            };
+            match ClientCert::load(c) {
+                Ok(cert) => {
+                    let days = cert
+                        .not_after()
+                        .duration_since(now)
+                        .map(|d| d.as_secs() / 86_400)
+                        .ok();
+                    let _ = writeln!(text, "  client certificate from {from}");
+                    let _ = writeln!(text, "    subject: {}", cert.subject());
+                    let _ = writeln!(
+                        text,
+                        "    expires: {}{}",
+                        cert.not_after_display(),
+                        match days {
+                            Some(d) => format!(" (in {d} days)"),
+                            None => " (EXPIRED)".into(),
+                        }
+                    );
+                    if cert.expired_at(now) {
+                        problems.push(format!(
+                            "route {}: client certificate {} expired on {}",
+                            r.name,
+                            cert.subject(),
+                            cert.not_after_display()
+                        ));
+                    }
+                }
+                Err(e) => problems.push(format!("route {}: client_cert: {e}", r.name)),
+            }
+        }
+        let rl = &r.rate_limit;
+        if !rl.windows.is_empty() {
+            let windows: Vec<String> = rl
+                .windows
+                .iter()
+                .map(|w| format!("{} per {}", w.requests, humantime::format_duration(w.per)))
+                .collect();
+            let _ = writeln!(text, "  rate limit: {}", windows.join(", "));
+        }
+        if let Some(allow) = &r.policy.allow {
+            let _ = writeln!(text, "  policy: {} allow rule(s)", allow.len());
+        }
+    }
+    Report { text, problems }
+}

@@ -1,0 +1,204 @@
+//! Stage one of the configuration: the TOML/environment shape, as serde reads it.
+//!
+//! Every struct denies unknown fields so a typo is an error that names the key. Nothing
+//! here is validated beyond its type; `validated.rs` turns this into [`super::Config`].
+
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::{Deserialize, Serialize};
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub log: RawLog,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+}
+
+/// `[server]`: listeners, limits and timeouts shared by every route.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    /// `host:port` or `unix:/path/to/socket`.
+    pub listen: String,
+    /// A TCP listen address off loopback is refused unless this is true.
+    pub allow_non_loopback: bool,
+    /// `host:port` of the admin listener, or `"off"`.
+    pub admin: String,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub body_idle_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    pub max_header_bytes: ByteSize,
+    pub max_request_body: ByteSize,
+    pub max_connections: usize,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Octal file mode of a Unix listening socket, e.g. `"0660"`.
+    pub unix_socket_mode: String,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            allow_non_loopback: false,
+            admin: "127.0.0.1:9901".into(),
+            request_timeout: Duration::from_secs(60),
+            header_read_timeout: Duration::from_secs(10),
+            body_idle_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            max_header_bytes: ByteSize::kib(64),
+            max_request_body: ByteSize::mib(10),
+            max_connections: 1024,
+            shutdown_grace: Duration::from_secs(25),
+            unix_socket_mode: "0660".into(),
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    /// `"json"` or `"text"`.
+    pub format: String,
+    /// A tracing filter: `"info"`, `"debug"`, `"digicert_sidecar=trace"`…
+    pub level: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            format: "json".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+/// One `[[routes]]` entry.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: String,
+    #[serde(default = "default_prefix")]
+    pub path_prefix: String,
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// A listener of this route's own (`host:port` or `unix:/path`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    pub upstream: String,
+    /// Extra trust roots (PEM) for the upstream, besides the bundled web PKI roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<RawApiKey>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<RawClientCert>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<RawPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RawRateLimit>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<RawProbe>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RawRetry>,
+}
+
+fn default_prefix() -> String {
+    "/".into()
+}
+
+/// `[routes.api_key]`: where the header credential comes from. Never the value itself.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApiKey {
+    pub header: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+    /// Present only so that an inline secret is refused with a clear message.
+    #[serde(default, skip_serializing)]
+    pub value: Option<serde::de::IgnoredAny>,
+}
+
+/// `[routes.client_cert]`: PKCS#12 + password, or PEM certificate + key.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientCert {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pkcs12_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<String>,
+    /// Present only so that an inline password is refused with a clear message.
+    #[serde(default, skip_serializing)]
+    pub password: Option<serde::de::IgnoredAny>,
+}
+
+/// `[routes.policy]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unix_peer_uids: Option<Vec<u32>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unix_peer_gids: Option<Vec<u32>>,
+}
+
+/// `[routes.rate_limit]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    #[serde(default)]
+    pub windows: Vec<RawWindow>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub max_wait: Option<Duration>,
+}
+
+/// One rate window: `{ requests = 100, per = "5s" }`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWindow {
+    pub requests: u32,
+    #[serde(with = "humantime_serde")]
+    pub per: Duration,
+}
+
+/// `[routes.probe]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProbe {
+    pub path: String,
+    #[serde(default = "default_probe_interval", with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+fn default_probe_interval() -> Duration {
+    Duration::from_secs(300)
+}
+
+/// `[routes.retry]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    pub attempts: u32,
+}

@@ -1,0 +1,116 @@
+//! The header credential: `X-DC-DEVKEY` for CertCentral, `x-api-key` for DigiCert ONE.
+
+use http::{HeaderName, HeaderValue};
+use secrecy::{ExposeSecret, SecretString};
+
+use super::{CredentialError, read_secret};
+use crate::config::ApiKeySource;
+
+/// A loaded key, ready to attach. The value is a sensitive `HeaderValue` (HPACK never
+/// indexes it) built once per load, not per request.
+#[derive(Clone)]
+pub struct ApiKey {
+    header: HeaderName,
+    value: HeaderValue,
+    secret: SecretString,
+}
+
+impl ApiKey {
+    /// Read and check the key from its source.
+    pub fn load(source: &ApiKeySource) -> Result<Self, CredentialError> {
+        let secret = read_secret(&source.source)?;
+        Self::new(source.header.clone(), secret, &source.source.to_string())
+    }
+
+    /// Wrap a key already read. `origin` names where it came from, for errors.
+    pub fn new(
+        header: HeaderName,
+        secret: SecretString,
+        origin: &str,
+    ) -> Result<Self, CredentialError> {
+        let text = secret.expose_secret();
+        if !text.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(CredentialError::NotHeaderSafe(origin.to_string()));
+        }
+        let mut value = HeaderValue::from_str(text)
+            .map_err(|_| CredentialError::NotHeaderSafe(origin.to_string()))?;
+        value.set_sensitive(true);
+        Ok(Self {
+            header,
+            value,
+            secret,
+        })
+    }
+
+    /// The header this key goes into.
+    pub fn header(&self) -> &HeaderName {
+        &self.header
+    }
+
+    /// The value to attach, marked sensitive.
+    pub fn header_value(&self) -> &HeaderValue {
+        &self.value
+    }
+
+    /// Whether `bytes` contains the key (to redact a response header echoing it).
+    pub fn appears_in(&self, bytes: &[u8]) -> bool {
+        let key = self.secret.expose_secret().as_bytes();
+        bytes.windows(key.len()).any(|w| w == key)
+    }
+
+    /// Whether two keys are the same secret (to tell whether a reload changed anything).
+    pub fn same_secret(&self, other: &ApiKey) -> bool {
+        self.header == other.header && self.secret.expose_secret() == other.secret.expose_secret()
+    }
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKey")
+            .field("header", &self.header)
+            .field("value", &"[redacted]")
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_key() {
+        let k = ApiKey::new(
+            HeaderName::from_static("x-api-key"),
+            SecretString::from("supersecret-canary"),
+            "test",
+        )
+        .unwrap();
+        let shown = format!("{k:?} {:?} {:#?}", k.header_value(), k);
+        assert!(!shown.contains("supersecret"), "{shown}");
+        assert!(k.header_value().is_sensitive());
+    }
+
+    #[test]
+    fn keys_with_spaces_or_controls_are_refused_without_echoing_them() {
+        let err = ApiKey::new(
+            HeaderName::from_static("x-api-key"),
+            SecretString::from("abc def"),
+            "file /k",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!err.contains("abc"), "{err}");
+    }
+
+    #[test]
+    fn echo_detection() {
+        let k = ApiKey::new(
+            HeaderName::from_static("x-api-key"),
+            SecretString::from("K123"),
+            "t",
+        )
+        .unwrap();
+        assert!(k.appears_in(b"your key K123 is bad"));
+        assert!(!k.appears_in(b"K12"));
+    }
+}

@@ -1,0 +1,291 @@
+//! The one place where a request that the sidecar itself refuses or cannot complete becomes
+//! a response: DigiCert's error shape, `{"errors":[{"code":"sidecar_<reason>","message":…}]}`,
+//! plus an `x-digicert-sidecar-error: <reason>` header.
+
+use std::error::Error as StdError;
+use std::time::Duration;
+
+use http::{HeaderValue, Method, Response, StatusCode, header};
+
+use crate::body::{BodyError, ProxyBody, full};
+use crate::upstream::ConnectTimeout;
+
+/// Name of the header that marks an answer made by the sidecar, not by DigiCert.
+pub const ERROR_HEADER: &str = "x-digicert-sidecar-error";
+
+/// Everything that can go wrong with one request, from the sidecar's side.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("no route serves {0}")]
+    NoRoute(String),
+    #[error("{method} {path} is not allowed by the policy of route {route}")]
+    PolicyDenied {
+        route: String,
+        method: Method,
+        path: String,
+    },
+    #[error("{0}")]
+    PeerDenied(String),
+    #[error("{0}")]
+    HostDenied(String),
+    #[error("requests from web browsers are refused (they carry Origin or Sec-Fetch-* headers)")]
+    BrowserDenied,
+    #[error("method {0} is not allowed through the sidecar")]
+    MethodNotAllowed(Method),
+    #[error("route {0} has no usable credential")]
+    CredentialUnavailable(String),
+    #[error("route {route} is over its rate limit; retry in {} s", retry_after.as_secs().max(1))]
+    RateLimited {
+        route: String,
+        retry_after: Duration,
+    },
+    #[error("the request body is larger than the limit of {0} bytes")]
+    BodyTooLarge(u64),
+    #[error("the request headers are larger than the limit")]
+    HeadersTooLarge,
+    #[error("cannot reach the upstream: {0}")]
+    UpstreamUnreachable(String),
+    #[error("TLS with the upstream failed: {0}")]
+    UpstreamTls(String),
+    #[error("the upstream broke the HTTP exchange: {0}")]
+    UpstreamProtocol(String),
+    #[error("the upstream did not answer within {0:?}")]
+    UpstreamTimeout(Duration),
+}
+
+impl ProxyError {
+    /// The `<reason>` of the error code and header.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::NoRoute(_) => "no_route",
+            ProxyError::PolicyDenied { .. } => "policy_denied",
+            ProxyError::PeerDenied(_) => "peer_denied",
+            ProxyError::HostDenied(_) => "host_denied",
+            ProxyError::BrowserDenied => "browser_denied",
+            ProxyError::MethodNotAllowed(_) => "method_not_allowed",
+            ProxyError::CredentialUnavailable(_) => "credential_unavailable",
+            ProxyError::RateLimited { .. } => "rate_limited",
+            ProxyError::BodyTooLarge(_) => "body_too_large",
+            ProxyError::HeadersTooLarge => "headers_too_large",
+            ProxyError::UpstreamUnreachable(_) => "upstream_unreachable",
+            ProxyError::UpstreamTls(_) => "upstream_tls",
+            ProxyError::UpstreamProtocol(_) => "upstream_protocol",
+            ProxyError::UpstreamTimeout(_) => "upstream_timeout",
+        }
+    }
+
+    /// The HTTP status the error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::NoRoute(_) => StatusCode::NOT_FOUND,
+            ProxyError::PolicyDenied { .. }
+            | ProxyError::PeerDenied(_)
+            | ProxyError::HostDenied(_)
+            | ProxyError::BrowserDenied => StatusCode::FORBIDDEN,
+            ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::CredentialUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::UpstreamUnreachable(_)
+            | ProxyError::UpstreamTls(_)
+            | ProxyError::UpstreamProtocol(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// Whether the error is about the upstream (counted as an upstream error).
+    pub fn is_upstream(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::UpstreamUnreachable(_)
+                | ProxyError::UpstreamTls(_)
+                | ProxyError::UpstreamProtocol(_)
+                | ProxyError::UpstreamTimeout(_)
+        )
+    }
+
+    /// The DigiCert-shaped JSON response for this error.
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let reason = self.reason();
+        let body = serde_json::json!({
+            "errors": [{ "code": format!("sidecar_{reason}"), "message": self.to_string() }]
+        });
+        let mut resp = Response::new(full(body.to_string()));
+        *resp.status_mut() = self.status();
+        let headers = resp.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(ERROR_HEADER, HeaderValue::from_static(reason));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let ProxyError::RateLimited { retry_after, .. } = &self {
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after.as_secs().max(1)),
+            );
+        }
+        if let ProxyError::MethodNotAllowed(_) = &self {
+            headers.insert(
+                header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+            );
+        }
+        resp
+    }
+
+    /// Classify a failure of the upstream client (connect, TLS, protocol).
+    pub fn from_upstream(err: &hyper_util::client::legacy::Error) -> Self {
+        let mut tls = None;
+        let mut body = None;
+        let mut timed_out = false;
+        for cause in chain(err) {
+            if let Some(e) = cause.downcast_ref::<rustls::Error>() {
+                tls.get_or_insert_with(|| describe_tls(e));
+            } else if let Some(e) = cause.downcast_ref::<BodyError>() {
+                body.get_or_insert(match e {
+                    BodyError::TooLarge(n) => ProxyError::BodyTooLarge(*n),
+                    BodyError::Idle(d) => {
+                        ProxyError::BadRequest(format!("the request body stalled for {d:?}"))
+                    }
+                });
+            } else if cause.is::<ConnectTimeout>() {
+                timed_out = true;
+            }
+        }
+        if let Some(b) = body {
+            return b;
+        }
+        if let Some(t) = tls {
+            return ProxyError::UpstreamTls(t);
+        }
+        if timed_out {
+            return ProxyError::UpstreamUnreachable("timed out connecting".into());
+        }
+        let detail = innermost(err);
+        if err.is_connect() {
+            ProxyError::UpstreamUnreachable(detail)
+        } else {
+            ProxyError::UpstreamProtocol(detail)
+        }
+    }
+}
+
+/// The error and its causes, looking inside `io::Error`s (whose `source()` skips the error
+/// they wrap, which is where tokio-rustls puts TLS alerts and certificate failures).
+fn chain<'a>(
+    err: &'a (dyn StdError + 'static),
+) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
+    let mut next = Some(err);
+    std::iter::from_fn(move || {
+        let cur = next?;
+        next = match cur
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn StdError + 'static)),
+            None => cur.source(),
+        };
+        Some(cur)
+    })
+}
+
+fn innermost(err: &(dyn StdError + 'static)) -> String {
+    chain(err).last().map(|e| e.to_string()).unwrap_or_default()
+}
+
+fn describe_tls(err: &rustls::Error) -> String {
+    match err {
+        rustls::Error::InvalidCertificate(c) => {
+            format!("the upstream certificate is not trusted ({c:?})")
+        }
+        rustls::Error::AlertReceived(a) => format!("the upstream refused the handshake ({a:?})"),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[test]
+    fn every_reason_has_the_status_of_the_spec() {
+        let cases = [
+            (ProxyError::BadRequest("x".into()), 400, "bad_request"),
+            (ProxyError::NoRoute("/x".into()), 404, "no_route"),
+            (
+                ProxyError::PolicyDenied {
+                    route: "r".into(),
+                    method: Method::GET,
+                    path: "/x".into(),
+                },
+                403,
+                "policy_denied",
+            ),
+            (ProxyError::PeerDenied("x".into()), 403, "peer_denied"),
+            (ProxyError::HostDenied("x".into()), 403, "host_denied"),
+            (ProxyError::BrowserDenied, 403, "browser_denied"),
+            (
+                ProxyError::MethodNotAllowed(Method::TRACE),
+                405,
+                "method_not_allowed",
+            ),
+            (
+                ProxyError::CredentialUnavailable("r".into()),
+                503,
+                "credential_unavailable",
+            ),
+            (
+                ProxyError::RateLimited {
+                    route: "r".into(),
+                    retry_after: Duration::from_secs(2),
+                },
+                429,
+                "rate_limited",
+            ),
+            (ProxyError::BodyTooLarge(1), 413, "body_too_large"),
+            (ProxyError::HeadersTooLarge, 431, "headers_too_large"),
+            (
+                ProxyError::UpstreamUnreachable("x".into()),
+                502,
+                "upstream_unreachable",
+            ),
+            (ProxyError::UpstreamTls("x".into()), 502, "upstream_tls"),
+            (
+                ProxyError::UpstreamProtocol("x".into()),
+                502,
+                "upstream_protocol",
+            ),
+            (
+                ProxyError::UpstreamTimeout(Duration::from_secs(1)),
+                504,
+                "upstream_timeout",
+            ),
+        ];
+        for (err, status, reason) in cases {
+            assert_eq!(err.status().as_u16(), status, "{reason}");
+            assert_eq!(err.reason(), reason);
+        }
+    }
+
+    #[tokio::test]
+    async fn the_body_is_digicert_shaped() {
+        let resp = ProxyError::RateLimited {
+            route: "cc".into(),
+            retry_after: Duration::from_secs(3),
+        }
+        .into_response();
+        assert_eq!(resp.headers()[ERROR_HEADER], "rate_limited");
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "3");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["errors"][0]["code"], "sidecar_rate_limited");
+        assert!(v["errors"][0]["message"].as_str().unwrap().contains("cc"));
+    }
+}

@@ -1,0 +1,92 @@
+//! Header hygiene on both legs: hop-by-hop headers never cross the proxy, and no
+//! client-supplied credential reaches DigiCert (strip, then set: see `proxy.rs`).
+
+use http::HeaderMap;
+use http::header::{self, HeaderName};
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Credential headers a client might send; never forwarded, whatever their case.
+pub const CREDENTIAL_HEADERS: [HeaderName; 4] = [
+    HeaderName::from_static("x-dc-devkey"),
+    HeaderName::from_static("x-api-key"),
+    header::AUTHORIZATION,
+    header::PROXY_AUTHORIZATION,
+];
+
+/// Remove hop-by-hop headers, including those the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    headers.remove(header::PROXY_AUTHENTICATE);
+}
+
+/// Remove every credential header (and the route's own credential header, if it is another
+/// name). Returns the names that were present, for a debug line.
+pub fn strip_credentials(headers: &mut HeaderMap, own: Option<&HeaderName>) -> Vec<HeaderName> {
+    let mut stripped = Vec::new();
+    for name in CREDENTIAL_HEADERS.iter().chain(own) {
+        if headers.remove(name).is_some() {
+            stripped.push(name.clone());
+        }
+    }
+    stripped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn connection_named_headers_go_too() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("close, x-foo"));
+        h.insert("x-foo", HeaderValue::from_static("1"));
+        h.insert("x-bar", HeaderValue::from_static("2"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-bar"));
+    }
+
+    #[test]
+    fn every_credential_header_is_stripped_in_any_case() {
+        let mut h = HeaderMap::new();
+        for name in [
+            "X-DC-DEVKEY",
+            "X-Api-Key",
+            "authorization",
+            "Proxy-Authorization",
+            "X-Custom-Key",
+        ] {
+            h.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_static("v"),
+            );
+        }
+        let own = HeaderName::from_static("x-custom-key");
+        assert_eq!(strip_credentials(&mut h, Some(&own)).len(), 5);
+        assert!(h.is_empty());
+    }
+}

@@ -1,0 +1,29 @@
+//! digicert-sidecar: a local HTTP proxy that attaches DigiCert credentials (CertCentral
+//! `X-DC-DEVKEY`, DigiCert ONE `x-api-key`, client certificates for mTLS) to calls from
+//! applications that must not hold them, and forwards them over HTTPS.
+//!
+//! The request flow, module by module: [`listener`] → [`proxy`] ([`door`] → [`router`] →
+//! [`policy`] → [`credential`] → [`upstream`]) with [`error`] turning failures into
+//! responses. Beside it: [`config`], [`telemetry`], [`server`] (start and stop), [`check`]
+//! and the DigiCert stand-in [`mock`] used by `demo` and the tests.
+#![forbid(unsafe_code)]
+
+pub mod body;
+pub mod check;
+pub mod config;
+pub mod credential;
+pub mod demo;
+pub mod door;
+pub mod error;
+pub mod headers;
+pub mod listener;
+pub mod mock;
+pub mod policy;
+pub mod proxy;
+pub mod router;
+pub mod server;
+pub mod telemetry;
+pub mod upstream;
+
+pub use config::Config;
+pub use server::{Sidecar, StartError};

@@ -1,0 +1,186 @@
+//! Listeners: accept on TCP or a Unix socket, cap concurrent connections, serve HTTP/1.1
+//! and h2c (prior knowledge) with the `[server]` limits, and drain on shutdown.
+
+use std::io;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::Watcher;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+
+use crate::config::{ListenAddr, Server};
+use crate::proxy::{Peer, Proxy};
+
+/// A bound listening socket. A Unix socket file is removed when this is dropped.
+pub enum Bound {
+    Tcp(TcpListener),
+    Unix(UnixListener, SocketFile),
+}
+
+/// Removes the socket file on drop.
+pub struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+impl Bound {
+    /// Bind `addr`. A stale Unix socket file is replaced; any other file there is an error.
+    pub async fn bind(addr: &ListenAddr, unix_mode: u32) -> io::Result<Self> {
+        match addr {
+            ListenAddr::Tcp(a) => Ok(Bound::Tcp(TcpListener::bind(a).await?)),
+            ListenAddr::Unix(path) => {
+                remove_stale_socket(path)?;
+                let listener = UnixListener::bind(path)?;
+                let file = SocketFile(path.clone());
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(unix_mode))?;
+                Ok(Bound::Unix(listener, file))
+            }
+        }
+    }
+
+    /// The address actually bound (the port chosen for `:0`).
+    pub fn local_addr(&self) -> ListenAddr {
+        match self {
+            Bound::Tcp(l) => l
+                .local_addr()
+                .map(ListenAddr::Tcp)
+                .unwrap_or_else(|_| ListenAddr::Unix(PathBuf::from("?"))),
+            Bound::Unix(_, SocketFile(p)) => ListenAddr::Unix(p.clone()),
+        }
+    }
+}
+
+fn remove_stale_socket(path: &Path) -> io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path),
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} exists and is not a socket", path.display()),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The HTTP server settings every connection uses.
+pub fn http_builder(server: &Server) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .header_read_timeout(server.header_read_timeout)
+        .max_buf_size(server.max_header_bytes.max(8192))
+        .max_headers(100);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(100)
+        .max_header_list_size(u32::try_from(server.max_header_bytes).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(20)
+        .max_local_error_reset_streams(64)
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10));
+    builder
+}
+
+/// What the accept loops of all listeners share.
+pub struct Shared {
+    pub builder: auto::Builder<TokioExecutor>,
+    pub connections: Arc<Semaphore>,
+}
+
+/// Accept until `stop` turns true. Each connection is watched by a graceful-shutdown
+/// watcher that `new_watcher` makes.
+pub async fn accept_loop(
+    bound: Bound,
+    proxy: Arc<Proxy>,
+    shared: Arc<Shared>,
+    new_watcher: impl Fn() -> Watcher,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let permit = tokio::select! {
+            p = shared.connections.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let accepted = tokio::select! {
+            a = accept(&bound) => a,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        match accepted {
+            Ok(Conn::Tcp(stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                spawn_conn(stream, peer, &proxy, &shared, new_watcher(), permit);
+            }
+            Ok(Conn::Unix(stream, peer)) => {
+                spawn_conn(stream, peer, &proxy, &shared, new_watcher(), permit);
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off rather than spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+enum Conn {
+    Tcp(tokio::net::TcpStream, Peer),
+    Unix(tokio::net::UnixStream, Peer),
+}
+
+async fn accept(bound: &Bound) -> io::Result<Conn> {
+    match bound {
+        Bound::Tcp(l) => {
+            let (s, addr) = l.accept().await?;
+            Ok(Conn::Tcp(s, Peer::Tcp(addr)))
+        }
+        Bound::Unix(l, _) => {
+            let (s, _) = l.accept().await?;
+            let cred = s.peer_cred()?;
+            Ok(Conn::Unix(
+                s,
+                Peer::Unix {
+                    uid: cred.uid(),
+                    gid: cred.gid(),
+                },
+            ))
+        }
+    }
+}
+
+fn spawn_conn<IO>(
+    io: IO,
+    peer: Peer,
+    proxy: &Arc<Proxy>,
+    shared: &Arc<Shared>,
+    watcher: Watcher,
+    permit: OwnedSemaphorePermit,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let proxy = proxy.clone();
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let service = service_fn(move |req| proxy.clone().handle(peer, req));
+        let conn = shared.builder.serve_connection(TokioIo::new(io), service);
+        if let Err(e) = watcher.watch(conn).await {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+        drop(permit);
+    });
+}

@@ -1,0 +1,193 @@
+//! The request path of one listener, in order: door → router → policy → credential →
+//! upstream → response hygiene. Errors from any step become responses in `error.rs`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use crate::body::{Guarded, ProxyBody};
+use crate::config::Server;
+use crate::door::Door;
+use crate::error::ProxyError;
+use crate::headers;
+use crate::policy;
+use crate::router::Router;
+use crate::telemetry::AccessLog;
+
+/// Header carrying the request id, added when the client did not send a usable one.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// Who is on the other end of an inbound connection.
+#[derive(Debug, Clone, Copy)]
+pub enum Peer {
+    Tcp(SocketAddr),
+    Unix { uid: u32, gid: u32 },
+}
+
+/// Everything one listener needs to serve requests.
+#[derive(Debug)]
+pub struct Proxy {
+    router: Router,
+    door: Door,
+    server: Arc<Server>,
+}
+
+impl Proxy {
+    pub fn new(router: Router, mut extra_hosts: Vec<String>, server: Arc<Server>) -> Self {
+        extra_hosts.extend(router.upstream_hosts().map(str::to_string));
+        Self {
+            router,
+            door: Door {
+                allowed_hosts: extra_hosts,
+            },
+            server,
+        }
+    }
+
+    /// Serve one request. Never fails: every error is an answer.
+    pub async fn handle(
+        self: Arc<Self>,
+        peer: Peer,
+        mut req: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, Infallible> {
+        let request_id = request_id(&mut req);
+        let mut log = AccessLog::new(request_id, req.method().clone(), req.uri().path());
+        let mut resp = match self.forward(peer, req, &mut log).await {
+            Ok(resp) => resp,
+            Err(err) => {
+                if err.is_upstream() {
+                    tracing::warn!(route = log.route.as_deref().unwrap_or("-"), error = %err, "upstream error");
+                } else {
+                    tracing::debug!(error = %err, "request refused");
+                }
+                log.error = Some(err.reason());
+                err.into_response()
+            }
+        };
+        log.status = resp.status();
+        let body = std::mem::replace(resp.body_mut(), crate::body::empty());
+        *resp.body_mut() = Guarded::new(
+            body,
+            None,
+            Some(self.server.body_idle_timeout),
+            Some(Box::new(log)),
+        )
+        .boxed_unsync();
+        Ok(resp)
+    }
+
+    async fn forward(
+        &self,
+        peer: Peer,
+        req: Request<Incoming>,
+        log: &mut AccessLog,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        self.door.check(&req)?;
+        let (route, path_and_query) = self.router.select(req.uri())?;
+        log.route = Some(route.name().to_string());
+        let cfg = route.config();
+
+        if !policy::allows(cfg.policy.allow.as_deref(), req.method(), req.uri().path()) {
+            tracing::warn!(route = %cfg.name, method = %req.method(), path = %req.uri().path(), "denied by policy");
+            return Err(ProxyError::PolicyDenied {
+                route: cfg.name.clone(),
+                method: req.method().clone(),
+                path: req.uri().path().to_string(),
+            });
+        }
+        if let Peer::Unix { uid, gid } = peer
+            && !policy::peer_allowed(
+                cfg.policy.unix_peer_uids.as_deref(),
+                cfg.policy.unix_peer_gids.as_deref(),
+                uid,
+                gid,
+            )
+        {
+            return Err(ProxyError::PeerDenied(format!(
+                "uid {uid} (gid {gid}) may not use route {}",
+                cfg.name
+            )));
+        }
+
+        let limit = self.server.max_request_body;
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return Err(ProxyError::BodyTooLarge(limit));
+        }
+
+        let live = route.store.current();
+        let (mut parts, body) = req.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers);
+        let own = live.api_key.as_ref().map(|k| k.header());
+        let stripped = headers::strip_credentials(&mut parts.headers, own);
+        if !stripped.is_empty() {
+            tracing::debug!(route = %cfg.name, headers = ?stripped, "removed client-supplied credential headers");
+        }
+        parts.headers.remove(header::HOST);
+        if let Some(key) = &live.api_key {
+            parts
+                .headers
+                .insert(key.header().clone(), key.header_value().clone());
+        }
+        parts.uri = Uri::builder()
+            .scheme("https")
+            .authority(cfg.upstream.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|_| ProxyError::BadRequest("the request path cannot be forwarded".into()))?;
+        parts.version = Version::HTTP_11;
+        let body = Guarded::new(body, Some(limit), Some(self.server.body_idle_timeout), None);
+        let upstream_req = Request::from_parts(parts, body.boxed_unsync());
+
+        let started = Instant::now();
+        let sent =
+            tokio::time::timeout(self.server.request_timeout, live.client.send(upstream_req)).await;
+        log.upstream_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+        let resp = sent
+            .map_err(|_| ProxyError::UpstreamTimeout(self.server.request_timeout))?
+            .map_err(|e| ProxyError::from_upstream(&e))?;
+
+        let (mut parts, body) = resp.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers);
+        if let Some(key) = &live.api_key {
+            for value in parts.headers.values_mut() {
+                if key.appears_in(value.as_bytes()) {
+                    *value = HeaderValue::from_static("[redacted by digicert-sidecar]");
+                }
+            }
+        }
+        Ok(Response::from_parts(
+            parts,
+            body.map_err(Into::into).boxed_unsync(),
+        ))
+    }
+}
+
+/// Keep a well-formed client request id; otherwise make one.
+fn request_id<B>(req: &mut Request<B>) -> String {
+    if let Some(id) = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok())
+        && !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+    {
+        return id.to_string();
+    }
+    let id = format!("{:032x}", rand::random::<u128>());
+    req.headers_mut().insert(
+        REQUEST_ID,
+        HeaderValue::from_str(&id).expect("hex is a valid header value"),
+    );
+    id
+}

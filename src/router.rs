@@ -1,0 +1,111 @@
+//! The router: picks the route for a request on one listener, by longest path prefix, or
+//! by upstream host for absolute-form requests (`GET https://www.digicert.com/...`, as sent
+//! by a client whose `HTTP_PROXY` points here). It also computes the path to forward.
+
+use std::sync::Arc;
+
+use http::Uri;
+
+use crate::credential::CredentialStore;
+use crate::error::ProxyError;
+
+/// A route as the request path sees it.
+#[derive(Debug)]
+pub struct RouteHandle {
+    pub store: Arc<CredentialStore>,
+}
+
+impl RouteHandle {
+    pub fn config(&self) -> &crate::config::Route {
+        self.store.route()
+    }
+
+    pub fn name(&self) -> &str {
+        &self.store.route().name
+    }
+}
+
+/// The routes of one listener, longest prefix first.
+#[derive(Debug)]
+pub struct Router {
+    routes: Vec<Arc<RouteHandle>>,
+}
+
+impl Router {
+    pub fn new(mut routes: Vec<Arc<RouteHandle>>) -> Self {
+        routes.sort_by_key(|r| std::cmp::Reverse(r.config().path_prefix.len()));
+        Self { routes }
+    }
+
+    /// Upstream host names of this listener's routes.
+    pub fn upstream_hosts(&self) -> impl Iterator<Item = &str> {
+        self.routes
+            .iter()
+            .map(|r| r.config().upstream.host.as_str())
+    }
+
+    /// The route for `uri`, and the path-and-query to send upstream.
+    pub fn select(&self, uri: &Uri) -> Result<(&Arc<RouteHandle>, String), ProxyError> {
+        let path = uri.path();
+        let by_host = uri.authority().map(|a| a.host().to_ascii_lowercase());
+        if let Some(host) = &by_host
+            && !self
+                .routes
+                .iter()
+                .any(|r| r.config().upstream.host == *host)
+        {
+            return Err(ProxyError::HostDenied(format!(
+                "{host} is not the upstream of any route; the sidecar is not an open proxy"
+            )));
+        }
+        let route = self
+            .routes
+            .iter()
+            .filter(|r| {
+                by_host
+                    .as_ref()
+                    .is_none_or(|h| r.config().upstream.host == *h)
+            })
+            .find(|r| prefix_matches(&r.config().path_prefix, path))
+            .ok_or_else(|| ProxyError::NoRoute(path.to_string()))?;
+        let cfg = route.config();
+        let rest = if cfg.strip_prefix && cfg.path_prefix != "/" {
+            match &path[cfg.path_prefix.len()..] {
+                "" => "/",
+                rest => rest,
+            }
+        } else {
+            path
+        };
+        let mut forward = String::with_capacity(cfg.upstream.base_path.len() + rest.len() + 64);
+        forward.push_str(&cfg.upstream.base_path);
+        forward.push_str(rest);
+        if let Some(q) = uri.query() {
+            forward.push('?');
+            forward.push_str(q);
+        }
+        Ok((route, forward))
+    }
+}
+
+/// `/one` serves `/one` and `/one/...`, not `/onex`.
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    prefix == "/"
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_matches;
+
+    #[test]
+    fn prefixes_match_on_segment_boundaries() {
+        assert!(prefix_matches("/", "/anything"));
+        assert!(prefix_matches("/one", "/one"));
+        assert!(prefix_matches("/one", "/one/x"));
+        assert!(!prefix_matches("/one", "/onex"));
+        assert!(!prefix_matches("/one", "/"));
+    }
+}

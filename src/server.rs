@@ -1,0 +1,168 @@
+//! Start-up and shutdown: load every route's credentials, bind the listeners, serve until
+//! told to stop, then drain in-flight requests for up to `shutdown_grace`.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::sync::{Semaphore, watch};
+
+use crate::config::{Config, ListenAddr};
+use crate::credential::{CredentialError, CredentialStore};
+use crate::listener::{self, Bound, Shared};
+use crate::proxy::Proxy;
+use crate::router::{RouteHandle, Router};
+
+/// Why the sidecar could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("route {route}: {source}")]
+    Credential {
+        route: String,
+        source: CredentialError,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: ListenAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A sidecar with its credentials loaded and its listeners bound, not yet serving.
+pub struct Sidecar {
+    config: Config,
+    listeners: Vec<(Bound, Arc<Proxy>)>,
+    routes: Vec<Arc<RouteHandle>>,
+}
+
+impl Sidecar {
+    /// Load credentials and bind every listener.
+    pub async fn bind(config: Config) -> Result<Self, StartError> {
+        let server = Arc::new(config.server.clone());
+        let mut routes = Vec::new();
+        for route in &config.routes {
+            let store = CredentialStore::load(route, server.connect_timeout).map_err(|source| {
+                StartError::Credential {
+                    route: route.name.clone(),
+                    source,
+                }
+            })?;
+            if let Some(cert) = &store.current().client_cert
+                && cert.expired_at(std::time::SystemTime::now())
+            {
+                tracing::error!(route = %route.name, not_after = %cert.not_after_display(), "the client certificate has expired; DigiCert will refuse it");
+            }
+            routes.push(Arc::new(RouteHandle {
+                store: Arc::new(store),
+            }));
+        }
+
+        let mut by_listener: BTreeMap<String, (ListenAddr, Vec<Arc<RouteHandle>>)> =
+            BTreeMap::new();
+        for r in &routes {
+            let addr = r.config().listen.clone().unwrap_or(server.listen.clone());
+            by_listener
+                .entry(addr.to_string())
+                .or_insert_with(|| (addr, Vec::new()))
+                .1
+                .push(r.clone());
+        }
+        let mut listeners = Vec::new();
+        for (_, (addr, routes)) in by_listener {
+            let bound = Bound::bind(&addr, server.unix_socket_mode)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: addr.clone(),
+                    source,
+                })?;
+            let extra_hosts = match bound.local_addr() {
+                ListenAddr::Tcp(a) => vec![a.ip().to_string()],
+                ListenAddr::Unix(_) => Vec::new(),
+            };
+            tracing::info!(listen = %bound.local_addr(), routes = ?routes.iter().map(|r| r.name()).collect::<Vec<_>>(), "listening");
+            let proxy = Arc::new(Proxy::new(Router::new(routes), extra_hosts, server.clone()));
+            listeners.push((bound, proxy));
+        }
+        Ok(Self {
+            config,
+            listeners,
+            routes,
+        })
+    }
+
+    /// The addresses actually bound, in a stable order.
+    pub fn local_addrs(&self) -> Vec<ListenAddr> {
+        self.listeners.iter().map(|(b, _)| b.local_addr()).collect()
+    }
+
+    /// The bound TCP address serving route `name`.
+    pub fn route_addr(&self, name: &str) -> Option<ListenAddr> {
+        let wanted = self
+            .routes
+            .iter()
+            .find(|r| r.name() == name)?
+            .config()
+            .listen
+            .clone()
+            .unwrap_or(self.config.server.listen.clone());
+        self.listeners
+            .iter()
+            .map(|(b, _)| b.local_addr())
+            .find(|a| match (a, &wanted) {
+                (ListenAddr::Tcp(bound), ListenAddr::Tcp(w)) => {
+                    bound.ip() == w.ip() && (w.port() == 0 || w.port() == bound.port())
+                }
+                (a, w) => a == w,
+            })
+    }
+
+    /// Serve until `shutdown` completes, then stop accepting and let in-flight requests
+    /// finish for up to `shutdown_grace`.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+        let server = &self.config.server;
+        let shared = Arc::new(Shared {
+            builder: listener::http_builder(server),
+            connections: Arc::new(Semaphore::new(server.max_connections)),
+        });
+        let graceful = Arc::new(GracefulShutdown::new());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut loops = tokio::task::JoinSet::new();
+        for (bound, proxy) in self.listeners {
+            let g = graceful.clone();
+            loops.spawn(listener::accept_loop(
+                bound,
+                proxy,
+                shared.clone(),
+                move || g.watcher(),
+                stop_rx.clone(),
+            ));
+        }
+        shutdown.await;
+        tracing::info!(grace = ?server.shutdown_grace, "shutting down: no new connections, finishing requests in flight");
+        let _ = stop_tx.send(true);
+        while loops.join_next().await.is_some() {}
+        // Every accept loop has returned, so this is the last handle.
+        let Ok(graceful) = Arc::try_unwrap(graceful) else {
+            tracing::warn!("connections could not be tracked; waiting out shutdown_grace");
+            tokio::time::sleep(server.shutdown_grace).await;
+            return;
+        };
+        let open = graceful.count();
+        match tokio::time::timeout(server.shutdown_grace, graceful.shutdown()).await {
+            Ok(()) => tracing::info!(connections = open, "all connections closed"),
+            Err(_) => tracing::warn!("shutdown_grace elapsed; closing the remaining connections"),
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn termination_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}

@@ -1,0 +1,68 @@
+//! rustls for the upstream: TLS 1.2+, web PKI roots plus a route's optional `ca_file`, ALPN
+//! h2 and http/1.1, and the route's client certificate (if any) for mTLS.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::client::ResolvesClientCert;
+use rustls::sign::CertifiedKey;
+use rustls::{ClientConfig, RootCertStore, SignatureScheme};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+
+use crate::credential::CredentialError;
+
+/// The trust roots of a route: the bundled Mozilla roots, plus those of `ca_file`.
+pub fn roots(ca_file: Option<&Path>) -> Result<Arc<RootCertStore>, CredentialError> {
+    let mut roots = RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(path) = ca_file {
+        let what = path.display().to_string();
+        let pem = crate::credential::read_bytes(path)?;
+        let certs = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| CredentialError::CaFile(what.clone(), e.to_string()))?;
+        if certs.is_empty() {
+            return Err(CredentialError::CaFile(
+                what,
+                "no CERTIFICATE in the file".into(),
+            ));
+        }
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| CredentialError::CaFile(what.clone(), e.to_string()))?;
+        }
+    }
+    Ok(Arc::new(roots))
+}
+
+/// A client configuration for one route and one generation of its client certificate.
+pub fn client_config(roots: Arc<RootCertStore>, cert: Option<Arc<CertifiedKey>>) -> ClientConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .expect("the ring provider supports TLS 1.2 and 1.3")
+        .with_root_certificates(roots);
+    // ALPN (h2, http/1.1) is set by the connector, which must see it empty here.
+    match cert {
+        Some(cert) => builder.with_client_cert_resolver(Arc::new(FixedClientCert(cert))),
+        None => builder.with_no_client_auth(),
+    }
+}
+
+/// Presents one certificate whenever the server asks. A new certificate means a new
+/// `ClientConfig` (and a new pool), so connections made with the old one drain away.
+#[derive(Debug)]
+struct FixedClientCert(Arc<CertifiedKey>);
+
+impl ResolvesClientCert for FixedClientCert {
+    fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
