@@ -4,6 +4,7 @@
 
 use std::cell::Cell;
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -33,7 +34,7 @@ pub fn empty() -> ProxyBody {
 }
 
 /// Why a guarded body was cut short.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, Copy, thiserror::Error)]
 pub enum BodyError {
     /// More bytes than the limit.
     #[error("body is larger than the limit of {0} bytes")]
@@ -56,6 +57,7 @@ pin_project! {
         idle_timeout: Option<Duration>,
         idle: Option<Pin<Box<Sleep>>>,
         limit: Option<u64>,
+        fault: Option<Arc<OnceLock<BodyError>>>,
         tail: Tail,
     }
 }
@@ -89,6 +91,7 @@ impl<B> Guarded<B> {
             idle_timeout,
             idle: None,
             limit,
+            fault: None,
             tail: Tail {
                 bytes: 0,
                 complete: Cell::new(false),
@@ -96,6 +99,22 @@ impl<B> Guarded<B> {
             },
         }
     }
+}
+
+impl<B> Guarded<B> {
+    /// Also record why the body was cut short in `fault`: once the body is handed to the
+    /// HTTP client, its error may reach the caller only as "stream reset".
+    pub fn with_fault(mut self, fault: Arc<OnceLock<BodyError>>) -> Self {
+        self.fault = Some(fault);
+        self
+    }
+}
+
+fn fail(fault: &Option<Arc<OnceLock<BodyError>>>, err: BodyError) -> BoxError {
+    if let Some(f) = fault {
+        let _ = f.set(err);
+    }
+    err.into()
 }
 
 impl<B> Body for Guarded<B>
@@ -118,7 +137,10 @@ where
                     if let Some(limit) = *this.limit
                         && this.tail.bytes > limit
                     {
-                        return Poll::Ready(Some(Err(BodyError::TooLarge(limit).into())));
+                        return Poll::Ready(Some(Err(fail(
+                            this.fault,
+                            BodyError::TooLarge(limit),
+                        ))));
                     }
                 }
                 if let (Some(idle), Some(t)) = (this.idle.as_mut(), *this.idle_timeout) {
@@ -139,7 +161,7 @@ where
                     .idle
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep(t)));
                 ready!(idle.as_mut().poll(cx));
-                Poll::Ready(Some(Err(BodyError::Idle(t).into())))
+                Poll::Ready(Some(Err(fail(this.fault, BodyError::Idle(t)))))
             }
         }
     }
@@ -160,7 +182,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
+    use std::sync::Mutex;
 
     struct Record(Arc<Mutex<Option<(u64, bool)>>>);
     impl OnEnd for Record {

@@ -139,6 +139,16 @@ impl ProxyError {
         resp
     }
 
+    /// The answer for a request body the sidecar cut short.
+    pub fn from_request_body(err: BodyError) -> Self {
+        match err {
+            BodyError::TooLarge(n) => ProxyError::BodyTooLarge(n),
+            BodyError::Idle(d) => {
+                ProxyError::BadRequest(format!("the request body stalled for {d:?}"))
+            }
+        }
+    }
+
     /// Classify a failure of the upstream client (connect, TLS, protocol).
     pub fn from_upstream(err: &hyper_util::client::legacy::Error) -> Self {
         let mut tls = None;
@@ -148,12 +158,7 @@ impl ProxyError {
             if let Some(e) = cause.downcast_ref::<rustls::Error>() {
                 tls.get_or_insert_with(|| describe_tls(e));
             } else if let Some(e) = cause.downcast_ref::<BodyError>() {
-                body.get_or_insert(match e {
-                    BodyError::TooLarge(n) => ProxyError::BodyTooLarge(*n),
-                    BodyError::Idle(d) => {
-                        ProxyError::BadRequest(format!("the request body stalled for {d:?}"))
-                    }
-                });
+                body.get_or_insert(Self::from_request_body(*e));
             } else if cause.is::<ConnectTimeout>() {
                 timed_out = true;
             }

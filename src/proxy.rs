@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use http::header::{self, HeaderValue};
@@ -89,7 +89,12 @@ impl Proxy {
         log: &mut AccessLog,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         self.door.check(&req)?;
-        let (route, path_and_query) = self.router.select(req.uri())?;
+        // In HTTP/1 a URI with an authority is a proxy request (absolute form); in h2 every
+        // request carries `:authority`, which plays the part of `Host`.
+        let proxy_host = (req.version() < Version::HTTP_2)
+            .then(|| req.uri().host())
+            .flatten();
+        let (route, path_and_query) = self.router.select(req.uri(), proxy_host)?;
         log.route = Some(route.name().to_string());
         let cfg = route.config();
 
@@ -146,7 +151,9 @@ impl Proxy {
             .build()
             .map_err(|_| ProxyError::BadRequest("the request path cannot be forwarded".into()))?;
         parts.version = Version::HTTP_11;
-        let body = Guarded::new(body, Some(limit), Some(self.server.body_idle_timeout), None);
+        let fault = Arc::new(OnceLock::new());
+        let body = Guarded::new(body, Some(limit), Some(self.server.body_idle_timeout), None)
+            .with_fault(fault.clone());
         let upstream_req = Request::from_parts(parts, body.boxed_unsync());
 
         let started = Instant::now();
@@ -155,7 +162,10 @@ impl Proxy {
         log.upstream_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
         let resp = sent
             .map_err(|_| ProxyError::UpstreamTimeout(self.server.request_timeout))?
-            .map_err(|e| ProxyError::from_upstream(&e))?;
+            .map_err(|e| match fault.get() {
+                Some(body_error) => ProxyError::from_request_body(*body_error),
+                None => ProxyError::from_upstream(&e),
+            })?;
 
         let (mut parts, body) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);

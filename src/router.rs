@@ -44,10 +44,19 @@ impl Router {
             .map(|r| r.config().upstream.host.as_str())
     }
 
-    /// The route for `uri`, and the path-and-query to send upstream.
-    pub fn select(&self, uri: &Uri) -> Result<(&Arc<RouteHandle>, String), ProxyError> {
+    /// The route for `uri`, and the path-and-query to send upstream. `proxy_host` is the
+    /// host of an absolute-form request: only routes to that upstream host may serve it.
+    pub fn select(
+        &self,
+        uri: &Uri,
+        proxy_host: Option<&str>,
+    ) -> Result<(&Arc<RouteHandle>, String), ProxyError> {
         let path = uri.path();
-        let by_host = uri.authority().map(|a| a.host().to_ascii_lowercase());
+        let by_host = proxy_host.map(|h| {
+            h.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_ascii_lowercase()
+        });
         if let Some(host) = &by_host
             && !self
                 .routes

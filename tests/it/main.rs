@@ -1,0 +1,11 @@
+//! Integration stories: a real TLS upstream (the DigiCert mock, with a CA made per test) on
+//! 127.0.0.1:0, the real sidecar in front of it, real requests.
+
+mod cli;
+mod credentials;
+mod errors;
+mod inbound;
+mod lifecycle;
+mod secrets;
+mod support;
+mod upstream;
