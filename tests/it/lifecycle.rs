@@ -1,1 +1,194 @@
+//! The real binary over time: graceful SIGTERM, 100 MB each way with flat memory, `demo`.
 
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Frame;
+
+use crate::support::*;
+
+const MB: u64 = 1024 * 1024;
+
+#[tokio::test]
+async fn sigterm_finishes_requests_in_flight_then_exits_0() {
+    let w = World::new().await;
+    let port = free_port();
+    let config = w.config_file(&format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin = \"off\"\nshutdown_grace = \"10s\"\n{}",
+        w.certcentral_route("cc", "/")
+    ));
+    let mut p = Process::spawn(&config, w.path("term.log"), &[]);
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_listening(addr).await;
+
+    let slow = tokio::spawn(get_owned(format!(
+        "http://127.0.0.1:{port}/_test/slow?ms=1500"
+    )));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    p.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no new connections after SIGTERM"
+    );
+    let got = slow.await.unwrap();
+    assert_eq!(got.status, 200, "the request in flight completes");
+    assert_eq!(got.json()["slept_ms"], 1500);
+    let status = p.wait(Duration::from_secs(10)).await.expect("exits");
+    assert_eq!(status.code(), Some(0), "{}", p.stderr());
+}
+
+async fn get_owned(url: String) -> Got {
+    get(&url, &[]).await
+}
+
+#[tokio::test]
+async fn a_hundred_megabytes_each_way_with_flat_memory() {
+    let w = World::new().await;
+    let port = free_port();
+    let config = w.config_file(&format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin = \"off\"\nmax_request_body = \"200MiB\"\nrequest_timeout = \"120s\"\n[log]\nlevel = \"warn\"\n{}",
+        w.certcentral_route("cc", "/")
+    ));
+    let p = Process::spawn(&config, w.path("stream.log"), &[]);
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_listening(addr).await;
+    // Warm up: one small request so pools and TLS are set up before the baseline.
+    assert_eq!(
+        get(&format!("http://{addr}/services/v2/user/me"), &[])
+            .await
+            .status,
+        200
+    );
+    let baseline = p.rss_kib();
+
+    // Download: read and drop as it comes.
+    let started = Instant::now();
+    let resp = h1_client()
+        .request(
+            http::Request::get(format!("http://{addr}/_test/bytes?n={}", 100 * MB))
+                .body(http_body_util::Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut n = 0u64;
+    while let Some(frame) = body.frame().await {
+        n += frame
+            .unwrap()
+            .data_ref()
+            .map(|d| d.len() as u64)
+            .unwrap_or(0);
+    }
+    assert_eq!(n, 100 * MB);
+    let down = started.elapsed();
+    let after_download = p.peak_rss_kib();
+
+    // Upload: produced as it goes, never held whole.
+    let (mut tx, rx) = http_body_util::channel::Channel::<Bytes, std::convert::Infallible>::new(4);
+    tokio::spawn(async move {
+        let chunk = Bytes::from(vec![b'u'; 256 * 1024]);
+        for _ in 0..400 {
+            if tx.send(Frame::data(chunk.clone())).await.is_err() {
+                return;
+            }
+        }
+    });
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::channel::Channel<Bytes, std::convert::Infallible>>();
+    let started = Instant::now();
+    let resp = client
+        .request(
+            http::Request::post(format!("http://{addr}/_test/upload"))
+                .body(rx)
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let got = read(resp).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.json()["bytes"], 100 * MB);
+    let up = started.elapsed();
+    let peak = p.peak_rss_kib();
+
+    eprintln!(
+        "memory: baseline RSS {baseline} KiB, peak after 100 MB down {after_download} KiB, \
+         peak after 100 MB up {peak} KiB; download {:.0} MB/s, upload {:.0} MB/s",
+        100.0 / down.as_secs_f64(),
+        100.0 / up.as_secs_f64()
+    );
+    assert!(baseline > 0, "reads /proc");
+    assert!(
+        peak < baseline + 32 * 1024,
+        "memory grew by {} KiB while streaming 200 MB",
+        peak - baseline
+    );
+}
+
+#[tokio::test]
+async fn the_demo_curl_lines_work_as_printed() {
+    if Command::new("curl").arg("--version").output().is_err() {
+        panic!("curl is needed for this test (.ci/run installs it)");
+    }
+    let port = free_port();
+    let mut child = binary()
+        .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let done = line.contains("Stop with Ctrl-C");
+            lines.push(line);
+            if done {
+                break;
+            }
+        }
+        lines
+    })
+    .await
+    .unwrap();
+    let curls: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.trim_start().starts_with("curl "))
+        .collect();
+    assert!(curls.len() >= 7, "{lines:#?}");
+    for line in curls {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(line.trim())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{line}");
+        let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{line}: not JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        });
+        let code = body["errors"][0]["code"].as_str();
+        if line.contains("no/such/route") {
+            assert_eq!(code, Some("sidecar_no_route"), "{line}");
+        } else if line.contains("--cacert") {
+            assert_eq!(code, Some("access_denied_invalid_key"), "{line}");
+        } else {
+            assert_eq!(code, None, "{line}: {body}");
+        }
+    }
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+}

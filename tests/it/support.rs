@@ -285,9 +285,22 @@ pub struct Process {
 
 impl Process {
     pub fn spawn(config: &Path, stderr_path: PathBuf, envs: &[(&str, &str)]) -> Self {
+        let config = config.display().to_string();
+        Self::spawn_with(&["run", "--config", &config], stderr_path, envs)
+    }
+
+    pub fn spawn_with(args: &[&str], stderr_path: PathBuf, envs: &[(&str, &str)]) -> Self {
         let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
         let mut cmd = binary();
-        cmd.arg("run").arg("--config").arg(config);
+        cmd.args(args);
+        for key in [
+            "DIGICERT_SIDECAR_CONFIG",
+            "DIGICERT_DEVKEY",
+            "DIGICERT_API_KEY",
+            "RUST_LOG",
+        ] {
+            cmd.env_remove(key);
+        }
         for (k, v) in envs {
             cmd.env(k, v);
         }
