@@ -162,3 +162,34 @@ async fn start_up_problems_exit_1() {
     );
     assert!(p.stderr().contains("/nonexistent/key"), "{}", p.stderr());
 }
+
+#[tokio::test]
+async fn every_example_in_config_checks_with_dummy_secrets() {
+    let w = World::new().await;
+    let secrets = w.path("secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::write(secrets.join("devkey"), "dummy-devkey\n").unwrap();
+    std::fs::write(secrets.join("api-key"), "dummy-api-key\n").unwrap();
+    std::fs::write(
+        secrets.join("service-user.p12"),
+        w.mock.client.to_pkcs12("dummy", false).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(secrets.join("p12-password"), "dummy\n").unwrap();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("/run/secrets/digicert", &secrets.display().to_string());
+        let copy = w.write("example.toml", text.as_bytes());
+        let (code, out, err) = run_check(&copy);
+        assert_eq!(code, 0, "{}:\n{out}{err}", path.display());
+        checked += 1;
+    }
+    assert!(checked >= 5, "only {checked} examples in config/");
+}

@@ -21,7 +21,10 @@ fn assert_clean(what: &str, text: &str) {
         assert!(!text.contains(c), "a secret leaked into {what}:\n{text}");
     }
     // Also not a recognisable piece of one.
-    assert!(!text.contains("CANARY"), "a secret leaked into {what}:\n{text}");
+    assert!(
+        !text.contains("CANARY"),
+        "a secret leaked into {what}:\n{text}"
+    );
 }
 
 #[tokio::test]
@@ -34,7 +37,10 @@ async fn no_secret_in_logs_bodies_check_or_debug() {
     .await;
     let p12 = w.mock.client.to_pkcs12(CANARY_P12_PASSWORD, false).unwrap();
     w.write("client.p12", &p12);
-    w.write("p12-password", format!("{CANARY_P12_PASSWORD}\n").as_bytes());
+    w.write(
+        "p12-password",
+        format!("{CANARY_P12_PASSWORD}\n").as_bytes(),
+    );
     let port = free_port();
     let dead = free_port();
     let toml = format!(
@@ -45,7 +51,10 @@ async fn no_secret_in_logs_bodies_check_or_debug() {
             w.mock.url(),
             w.ca.display()
         ),
-        mtls = w.mtls_route("mtls", "/mtls").replace("path_prefix = \"/mtls\"", "path_prefix = \"/mtls\"\nstrip_prefix = true"),
+        mtls = w.mtls_route("mtls", "/mtls").replace(
+            "path_prefix = \"/mtls\"",
+            "path_prefix = \"/mtls\"\nstrip_prefix = true"
+        ),
         stm = format!(
             "{}[routes.api_key]\nheader = \"x-api-key\"\nfile = \"{}\"\n",
             w.mtls_route("stm", "/signingmanager"),
@@ -56,7 +65,11 @@ async fn no_secret_in_logs_bodies_check_or_debug() {
             .replace(&w.mock.url(), &format!("https://127.0.0.1:{dead}")),
     );
     let config_path = w.config_file(&toml);
-    let mut p = Process::spawn(&config_path, w.path("canary.log"), &[("TEST_SIDECAR_API_KEY", CANARY_API_KEY)]);
+    let mut p = Process::spawn(
+        &config_path,
+        w.path("canary.log"),
+        &[("TEST_SIDECAR_API_KEY", CANARY_API_KEY)],
+    );
     let addr = format!("127.0.0.1:{port}");
     wait_listening(addr.parse().unwrap()).await;
     let url = |path: &str| format!("http://{addr}{path}");
@@ -68,8 +81,21 @@ async fn no_secret_in_logs_bodies_check_or_debug() {
     };
     let h1 = h1_client();
     let h2 = h2c_client();
-    record(get(&url("/services/v2/user/me"), &[("x-dc-devkey", "client")]).await, 200);
-    record(send(&h2, "GET", &url("/services/v2/order/certificate"), &[], Bytes::new()).await, 200);
+    record(
+        get(&url("/services/v2/user/me"), &[("x-dc-devkey", "client")]).await,
+        200,
+    );
+    record(
+        send(
+            &h2,
+            "GET",
+            &url("/services/v2/order/certificate"),
+            &[],
+            Bytes::new(),
+        )
+        .await,
+        200,
+    );
     record(get(&url("/one/account/api/v1/user"), &[]).await, 200);
     record(get(&url("/mtls/account/api/v1/user"), &[]).await, 200);
     record(get(&url("/signingmanager/api/v1/keypairs"), &[]).await, 200);
@@ -77,7 +103,17 @@ async fn no_secret_in_logs_bodies_check_or_debug() {
     record(get(&url("/services/v2/nothing"), &[]).await, 404);
     record(get(&url("/dead/services/v2/user/me"), &[]).await, 502);
     record(get(&url("/_test/slow?ms=3000"), &[]).await, 504);
-    record(send(&h1, "POST", &url("/_test/upload"), &[], Bytes::from(vec![0; 4096])).await, 413);
+    record(
+        send(
+            &h1,
+            "POST",
+            &url("/_test/upload"),
+            &[],
+            Bytes::from(vec![0; 4096]),
+        )
+        .await,
+        413,
+    );
     record(send(&h1, "TRACE", &url("/"), &[], Bytes::new()).await, 405);
     record(get(&url("/a/../b"), &[]).await, 400);
     assert_clean("responses", &seen);
@@ -86,7 +122,10 @@ async fn no_secret_in_logs_bodies_check_or_debug() {
     p.wait(Duration::from_secs(10)).await.expect("exits");
     let log = p.stderr();
     assert!(log.lines().count() > 50, "trace logging is on:\n{log}");
-    assert!(log.contains("\"target\":\"access\""), "access lines are JSON:\n{log}");
+    assert!(
+        log.contains("\"target\":\"access\""),
+        "access lines are JSON:\n{log}"
+    );
     assert_clean("the trace log", &log);
 
     // `check`, fine and with a wrong password.
@@ -97,7 +136,11 @@ async fn no_secret_in_logs_bodies_check_or_debug() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_clean("check output", &String::from_utf8_lossy(&out.stdout));
     w.write("p12-password", b"CANARYwrongpassword\n");
     let out = binary()
@@ -107,10 +150,17 @@ async fn no_secret_in_logs_bodies_check_or_debug() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_clean("check output", &all);
     assert!(all.contains("wrong PKCS#12 password"), "{all}");
-    w.write("p12-password", format!("{CANARY_P12_PASSWORD}\n").as_bytes());
+    w.write(
+        "p12-password",
+        format!("{CANARY_P12_PASSWORD}\n").as_bytes(),
+    );
 
     // Debug of the configuration and of loaded credentials.
     let config = config::load_file(&config_path).unwrap();
@@ -118,10 +168,16 @@ async fn no_secret_in_logs_bodies_check_or_debug() {
     for route in config.routes.iter().filter(|r| r.name != "one") {
         let store = CredentialStore::load(route, Duration::from_secs(1)).unwrap();
         let live = store.current();
-        let shown = format!("{store:?} {live:?} {:?} {:?}", live.api_key, live.client_cert);
+        let shown = format!(
+            "{store:?} {live:?} {:?} {:?}",
+            live.api_key, live.client_cert
+        );
         assert_clean("Debug of credentials", &shown);
         if let Some(k) = &live.api_key {
-            assert_clean("Debug of the header value", &format!("{:?}", k.header_value()));
+            assert_clean(
+                "Debug of the header value",
+                &format!("{:?}", k.header_value()),
+            );
         }
     }
 }
