@@ -45,21 +45,19 @@ async fn check_gives_one_line_per_problem_and_exits_1() {
     let other = w.mock.ca.client_cert("someone-else", None).unwrap();
     let wrong_key = w.write("other.key", other.key_pem.as_bytes());
     let bad_pw = w.write("bad-pw", b"not-the-password\n");
-    let toml = format!(
-        "{}{}{}{}",
-        w.server_toml(),
-        w.certcentral_route("missing", "/a")
-            .replace(&w.devkey.display().to_string(), "/nonexistent/devkey"),
-        w.mtls_route("badpw", "/b").replace(
-            &w.p12_password.display().to_string(),
-            &bad_pw.display().to_string()
-        ),
-        format!(
-            "[[routes]]\nname = \"mismatch\"\npath_prefix = \"/c\"\nupstream = \"https://clientauth.one.digicert.com\"\n[routes.client_cert]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
-            w.cert_pem.display(),
-            wrong_key.display()
-        )
+    let mismatch = format!(
+        "[[routes]]\nname = \"mismatch\"\npath_prefix = \"/c\"\nupstream = \"https://clientauth.one.digicert.com\"\n[routes.client_cert]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        w.cert_pem.display(),
+        wrong_key.display()
     );
+    let missing = w
+        .certcentral_route("missing", "/a")
+        .replace(&w.devkey.display().to_string(), "/nonexistent/devkey");
+    let badpw = w.mtls_route("badpw", "/b").replace(
+        &w.p12_password.display().to_string(),
+        &bad_pw.display().to_string(),
+    );
+    let toml = format!("{}{missing}{badpw}{mismatch}", w.server_toml());
     let (code, out, err) = run_check(&w.config_file(&toml));
     assert_eq!(code, 1, "{out}{err}");
     let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();

@@ -81,8 +81,15 @@ async fn mtls_with_a_legacy_3des_pkcs12_and_with_pem() {
         "legacy.p12",
         &w.mock.client.to_pkcs12(P12_PASSWORD, true).unwrap(),
     );
+    let pem = format!(
+        "[[routes]]\nname = \"pem\"\npath_prefix = \"/pem\"\nstrip_prefix = true\nupstream = \"{}\"\nca_file = \"{}\"\n[routes.client_cert]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        w.mock.clientauth_url(),
+        w.ca.display(),
+        w.cert_pem.display(),
+        w.key_pem.display()
+    );
     let toml = format!(
-        "{}{}{}",
+        "{}{}{pem}",
         w.server_toml(),
         w.mtls_route("legacy", "/legacy")
             .replace(&w.p12.display().to_string(), &legacy.display().to_string())
@@ -90,13 +97,6 @@ async fn mtls_with_a_legacy_3des_pkcs12_and_with_pem() {
                 "path_prefix = \"/legacy\"",
                 "path_prefix = \"/legacy\"\nstrip_prefix = true"
             ),
-        format!(
-            "[[routes]]\nname = \"pem\"\npath_prefix = \"/pem\"\nstrip_prefix = true\nupstream = \"{}\"\nca_file = \"{}\"\n[routes.client_cert]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
-            w.mock.clientauth_url(),
-            w.ca.display(),
-            w.cert_pem.display(),
-            w.key_pem.display()
-        )
     );
     let s = Running::start(&toml).await;
     for prefix in ["/legacy", "/pem"] {

@@ -43,26 +43,27 @@ async fn no_secret_in_logs_bodies_check_or_debug() {
     );
     let port = free_port();
     let dead = free_port();
+    let cc = w.certcentral_route("cc", "/");
+    let one = format!(
+        "[[routes]]\nname = \"one\"\npath_prefix = \"/one\"\nstrip_prefix = true\nupstream = \"{}\"\nca_file = \"{}\"\n[routes.api_key]\nheader = \"x-api-key\"\nenv = \"TEST_SIDECAR_API_KEY\"\n",
+        w.mock.url(),
+        w.ca.display()
+    );
+    let mtls = w.mtls_route("mtls", "/mtls").replace(
+        "path_prefix = \"/mtls\"",
+        "path_prefix = \"/mtls\"\nstrip_prefix = true",
+    );
+    let stm = format!(
+        "{}[routes.api_key]\nheader = \"x-api-key\"\nfile = \"{}\"\n",
+        w.mtls_route("stm", "/signingmanager"),
+        w.api_key.display()
+    );
+    let dead_url = format!("https://127.0.0.1:{dead}");
+    let dead = w
+        .certcentral_route("dead", "/dead")
+        .replace(&w.mock.url(), &dead_url);
     let toml = format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin = \"off\"\nmax_request_body = \"1KiB\"\nrequest_timeout = \"1s\"\n[log]\nlevel = \"trace\"\nformat = \"json\"\n{cc}{one}{mtls}{stm}{dead}",
-        cc = w.certcentral_route("cc", "/"),
-        one = format!(
-            "[[routes]]\nname = \"one\"\npath_prefix = \"/one\"\nstrip_prefix = true\nupstream = \"{}\"\nca_file = \"{}\"\n[routes.api_key]\nheader = \"x-api-key\"\nenv = \"TEST_SIDECAR_API_KEY\"\n",
-            w.mock.url(),
-            w.ca.display()
-        ),
-        mtls = w.mtls_route("mtls", "/mtls").replace(
-            "path_prefix = \"/mtls\"",
-            "path_prefix = \"/mtls\"\nstrip_prefix = true"
-        ),
-        stm = format!(
-            "{}[routes.api_key]\nheader = \"x-api-key\"\nfile = \"{}\"\n",
-            w.mtls_route("stm", "/signingmanager"),
-            w.api_key.display()
-        ),
-        dead = w
-            .certcentral_route("dead", "/dead")
-            .replace(&w.mock.url(), &format!("https://127.0.0.1:{dead}")),
+        "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin = \"off\"\nmax_request_body = \"1KiB\"\nrequest_timeout = \"1s\"\n[log]\nlevel = \"trace\"\nformat = \"json\"\n{cc}{one}{mtls}{stm}{dead}"
     );
     let config_path = w.config_file(&toml);
     let mut p = Process::spawn(
