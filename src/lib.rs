@@ -8,6 +8,7 @@
 //! and the DigiCert stand-in [`mock`] used by `demo` and the tests.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod body;
 pub mod check;
 pub mod config;
@@ -16,7 +17,9 @@ pub mod demo;
 pub mod door;
 pub mod error;
 pub mod headers;
+pub mod health;
 pub mod listener;
+pub mod metrics;
 pub mod mock;
 pub mod policy;
 pub mod proxy;

@@ -115,11 +115,11 @@ pub async fn accept_loop(
                 Ok(p) => p,
                 Err(_) => return,
             },
-            _ = stop.wait_for(|s| *s) => return,
+            _ = crate::server::stopped(&mut stop) => return,
         };
         let accepted = tokio::select! {
             a = accept(&bound) => a,
-            _ = stop.wait_for(|s| *s) => return,
+            _ = crate::server::stopped(&mut stop) => return,
         };
         match accepted {
             Ok(Conn::Tcp(stream, peer)) => {

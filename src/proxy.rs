@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, Uri, Version};
+use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
@@ -16,9 +17,11 @@ use crate::config::Server;
 use crate::door::Door;
 use crate::error::ProxyError;
 use crate::headers;
+use crate::metrics::Metrics;
 use crate::policy;
 use crate::router::Router;
 use crate::telemetry::AccessLog;
+use crate::upstream::exchange::{Head, Outgoing, REPLAY_LIMIT, exchange};
 
 /// Header carrying the request id, added when the client did not send a usable one.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -36,10 +39,16 @@ pub struct Proxy {
     router: Router,
     door: Door,
     server: Arc<Server>,
+    metrics: Arc<Metrics>,
 }
 
 impl Proxy {
-    pub fn new(router: Router, mut extra_hosts: Vec<String>, server: Arc<Server>) -> Self {
+    pub fn new(
+        router: Router,
+        mut extra_hosts: Vec<String>,
+        server: Arc<Server>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         extra_hosts.extend(router.upstream_hosts().map(str::to_string));
         Self {
             router,
@@ -47,6 +56,7 @@ impl Proxy {
                 allowed_hosts: extra_hosts,
             },
             server,
+            metrics,
         }
     }
 
@@ -58,10 +68,13 @@ impl Proxy {
     ) -> Result<Response<ProxyBody>, Infallible> {
         let request_id = request_id(&mut req);
         let mut log = AccessLog::new(request_id, req.method().clone(), req.uri().path());
+        log.metrics = Some(self.metrics.clone());
         let mut resp = match self.forward(peer, req, &mut log).await {
             Ok(resp) => resp,
             Err(err) => {
                 if err.is_upstream() {
+                    self.metrics
+                        .upstream_error(log.route.as_deref().unwrap_or("none"), err.reason());
                     tracing::warn!(route = log.route.as_deref().unwrap_or("-"), error = %err, "upstream error");
                 } else {
                     tracing::debug!(error = %err, "request refused");
@@ -88,6 +101,7 @@ impl Proxy {
         req: Request<Incoming>,
         log: &mut AccessLog,
     ) -> Result<Response<ProxyBody>, ProxyError> {
+        let deadline = tokio::time::Instant::now() + self.server.request_timeout;
         self.door.check(&req)?;
         // In HTTP/1 a URI with an authority is a proxy request (absolute form); in h2 every
         // request carries `:authority`, which plays the part of `Host`.
@@ -130,56 +144,74 @@ impl Proxy {
             return Err(ProxyError::BodyTooLarge(limit));
         }
 
-        let live = route.store.current();
         let (mut parts, body) = req.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
-        let own = live.api_key.as_ref().map(|k| k.header());
+        let own = cfg.api_key.as_ref().map(|k| &k.header);
         let stripped = headers::strip_credentials(&mut parts.headers, own);
         if !stripped.is_empty() {
             tracing::debug!(route = %cfg.name, headers = ?stripped, "removed client-supplied credential headers");
         }
         parts.headers.remove(header::HOST);
-        if let Some(key) = &live.api_key {
-            parts
-                .headers
-                .insert(key.header().clone(), key.header_value().clone());
-        }
-        parts.uri = Uri::builder()
+        let uri = Uri::builder()
             .scheme("https")
             .authority(cfg.upstream.authority.clone())
             .path_and_query(path_and_query)
             .build()
             .map_err(|_| ProxyError::BadRequest("the request path cannot be forwarded".into()))?;
-        parts.version = Version::HTTP_11;
+
+        // Small bodies are held so the request can be sent again (retry, new credential);
+        // larger ones stream through and are sent once.
         let fault = Arc::new(OnceLock::new());
+        let small = body.size_hint().upper().is_some_and(|n| n <= REPLAY_LIMIT);
         let body = Guarded::new(body, Some(limit), Some(self.server.body_idle_timeout), None)
             .with_fault(fault.clone());
-        let upstream_req = Request::from_parts(parts, body.boxed_unsync());
+        let outgoing = if small {
+            match tokio::time::timeout_at(deadline, body.collect()).await {
+                Ok(Ok(collected)) => Outgoing::Held(collected.to_bytes()),
+                Ok(Err(_)) => {
+                    return Err(match fault.get() {
+                        Some(e) => ProxyError::from_request_body(*e),
+                        None => ProxyError::BadRequest("the request body broke off".into()),
+                    });
+                }
+                Err(_) => {
+                    return Err(ProxyError::BadRequest(
+                        "the request body came too slowly".into(),
+                    ));
+                }
+            }
+        } else {
+            Outgoing::Streamed(Some(body.boxed_unsync()))
+        };
 
         let started = Instant::now();
-        let sent =
-            tokio::time::timeout(self.server.request_timeout, live.client.send(upstream_req)).await;
+        let head = Head {
+            method: parts.method,
+            uri,
+            headers: parts.headers,
+        };
+        let result = exchange(
+            route,
+            &self.metrics,
+            head,
+            outgoing,
+            deadline,
+            self.server.request_timeout,
+            fault,
+        )
+        .await;
         log.upstream_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
-        let resp = sent
-            .map_err(|_| ProxyError::UpstreamTimeout(self.server.request_timeout))?
-            .map_err(|e| match fault.get() {
-                Some(body_error) => ProxyError::from_request_body(*body_error),
-                None => ProxyError::from_upstream(&e),
-            })?;
+        let mut resp = result?;
 
-        let (mut parts, body) = resp.into_parts();
-        headers::strip_hop_by_hop(&mut parts.headers);
-        if let Some(key) = &live.api_key {
-            for value in parts.headers.values_mut() {
+        headers::strip_hop_by_hop(resp.headers_mut());
+        if let Some(key) = &route.store.current().api_key {
+            for value in resp.headers_mut().values_mut() {
                 if key.appears_in(value.as_bytes()) {
                     *value = HeaderValue::from_static("[redacted by digicert-sidecar]");
                 }
             }
         }
-        Ok(Response::from_parts(
-            parts,
-            body.map_err(Into::into).boxed_unsync(),
-        ))
+        Ok(resp)
     }
 }
 

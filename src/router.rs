@@ -13,6 +13,17 @@ use crate::error::ProxyError;
 #[derive(Debug)]
 pub struct RouteHandle {
     pub store: Arc<CredentialStore>,
+    /// DigiCert's last verdict on the credential, from the probe.
+    pub verdict: crate::health::Verdict,
+}
+
+impl RouteHandle {
+    pub fn new(store: CredentialStore) -> Self {
+        Self {
+            store: Arc::new(store),
+            verdict: Default::default(),
+        }
+    }
 }
 
 impl RouteHandle {

@@ -6,11 +6,17 @@ use std::future::Future;
 use std::sync::Arc;
 
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 
+use tokio::net::TcpListener;
+
+use crate::admin::{self, Admin};
 use crate::config::{Config, ListenAddr};
+use crate::credential::watch;
 use crate::credential::{CredentialError, CredentialStore};
+use crate::health::{self, Health};
 use crate::listener::{self, Bound, Shared};
+use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::router::{RouteHandle, Router};
 
@@ -34,6 +40,9 @@ pub struct Sidecar {
     config: Config,
     listeners: Vec<(Bound, Arc<Proxy>)>,
     routes: Vec<Arc<RouteHandle>>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    admin: Option<TcpListener>,
 }
 
 impl Sidecar {
@@ -53,10 +62,26 @@ impl Sidecar {
             {
                 tracing::error!(route = %route.name, not_after = %cert.not_after_display(), "the client certificate has expired; DigiCert will refuse it");
             }
-            routes.push(Arc::new(RouteHandle {
-                store: Arc::new(store),
-            }));
+            routes.push(Arc::new(RouteHandle::new(store)));
         }
+        let metrics = Arc::new(Metrics::new());
+        for r in &routes {
+            metrics.register_route(r.name());
+            watch::publish_expiry(r, &metrics);
+        }
+        let admin = match server.admin {
+            None => None,
+            Some(addr) => {
+                Some(
+                    TcpListener::bind(addr)
+                        .await
+                        .map_err(|source| StartError::Bind {
+                            addr: ListenAddr::Tcp(addr),
+                            source,
+                        })?,
+                )
+            }
+        };
 
         let mut by_listener: BTreeMap<String, (ListenAddr, Vec<Arc<RouteHandle>>)> =
             BTreeMap::new();
@@ -81,19 +106,37 @@ impl Sidecar {
                 ListenAddr::Unix(_) => Vec::new(),
             };
             tracing::info!(listen = %bound.local_addr(), routes = ?routes.iter().map(|r| r.name()).collect::<Vec<_>>(), "listening");
-            let proxy = Arc::new(Proxy::new(Router::new(routes), extra_hosts, server.clone()));
+            let proxy = Arc::new(Proxy::new(
+                Router::new(routes),
+                extra_hosts,
+                server.clone(),
+                metrics.clone(),
+            ));
             listeners.push((bound, proxy));
         }
+        if let Some(a) = &admin
+            && let Ok(addr) = a.local_addr()
+        {
+            tracing::info!(admin = %addr, "admin listening (/healthz /readyz /metrics)");
+        }
         Ok(Self {
+            health: Arc::new(Health::new(routes.clone())),
             config,
             listeners,
             routes,
+            metrics,
+            admin,
         })
     }
 
     /// The addresses actually bound, in a stable order.
     pub fn local_addrs(&self) -> Vec<ListenAddr> {
         self.listeners.iter().map(|(b, _)| b.local_addr()).collect()
+    }
+
+    /// The admin listener's address, unless it is off.
+    pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
+        self.admin.as_ref().and_then(|a| a.local_addr().ok())
     }
 
     /// The bound TCP address serving route `name`.
@@ -126,7 +169,7 @@ impl Sidecar {
             connections: Arc::new(Semaphore::new(server.max_connections)),
         });
         let graceful = Arc::new(GracefulShutdown::new());
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut loops = tokio::task::JoinSet::new();
         for (bound, proxy) in self.listeners {
             let g = graceful.clone();
@@ -138,7 +181,37 @@ impl Sidecar {
                 stop_rx.clone(),
             ));
         }
+        // Beside the listeners: admin, reloads, expiry warnings, probes. They stop after the
+        // drain, so /readyz keeps answering 503 while requests finish.
+        let (bg_stop_tx, bg_stop_rx) = tokio::sync::watch::channel(false);
+        let mut background = tokio::task::JoinSet::new();
+        if let Some(listener) = self.admin {
+            let admin = Arc::new(Admin {
+                health: self.health.clone(),
+                metrics: self.metrics.clone(),
+            });
+            background.spawn(admin::serve(listener, admin, bg_stop_rx.clone()));
+        }
+        background.spawn(watch::run(
+            self.routes.clone(),
+            self.metrics.clone(),
+            bg_stop_rx.clone(),
+        ));
+        background.spawn(watch::expiry_warnings(
+            self.routes.clone(),
+            bg_stop_rx.clone(),
+        ));
+        for r in &self.routes {
+            background.spawn(health::probe_loop(
+                r.clone(),
+                self.metrics.clone(),
+                server.request_timeout,
+                bg_stop_rx.clone(),
+            ));
+        }
+
         shutdown.await;
+        self.health.start_draining();
         tracing::info!(grace = ?server.shutdown_grace, "shutting down: no new connections, finishing requests in flight");
         let _ = stop_tx.send(true);
         while loops.join_next().await.is_some() {}
@@ -146,6 +219,7 @@ impl Sidecar {
         let Ok(graceful) = Arc::try_unwrap(graceful) else {
             tracing::warn!("connections could not be tracked; waiting out shutdown_grace");
             tokio::time::sleep(server.shutdown_grace).await;
+            let _ = bg_stop_tx.send(true);
             return;
         };
         let open = graceful.count();
@@ -153,7 +227,14 @@ impl Sidecar {
             Ok(()) => tracing::info!(connections = open, "all connections closed"),
             Err(_) => tracing::warn!("shutdown_grace elapsed; closing the remaining connections"),
         }
+        let _ = bg_stop_tx.send(true);
+        while background.join_next().await.is_some() {}
     }
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+pub async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -4,6 +4,7 @@
 //! other than the request id, never a body, never a query string.
 
 use std::io::IsTerminal;
+use std::sync::Arc;
 use std::time::Instant;
 
 use http::{Method, StatusCode};
@@ -11,6 +12,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::body::OnEnd;
 use crate::config::LogFormat;
+use crate::metrics::Metrics;
 
 /// Install the global subscriber. `RUST_LOG`, when set, overrides `level`.
 pub fn init(format: LogFormat, level: &str) {
@@ -46,6 +48,7 @@ pub struct AccessLog {
     pub error: Option<&'static str>,
     pub start: Instant,
     pub upstream_ms: Option<f64>,
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl AccessLog {
@@ -59,13 +62,23 @@ impl AccessLog {
             error: None,
             start: Instant::now(),
             upstream_ms: None,
+            metrics: None,
         }
     }
 }
 
 impl OnEnd for AccessLog {
     fn body_ended(self: Box<Self>, bytes: u64, complete: bool) {
-        let duration_ms = self.start.elapsed().as_secs_f64() * 1000.0;
+        let seconds = self.start.elapsed().as_secs_f64();
+        let duration_ms = seconds * 1000.0;
+        if let Some(m) = &self.metrics {
+            m.request(
+                self.route.as_deref().unwrap_or("none"),
+                &self.method,
+                self.status,
+                seconds,
+            );
+        }
         tracing::info!(
             target: "access",
             request_id = %self.request_id,

@@ -8,6 +8,7 @@
 pub mod api_key;
 pub mod client_cert;
 pub mod store;
+pub mod watch;
 
 use std::path::{Path, PathBuf};
 

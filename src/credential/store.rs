@@ -100,6 +100,18 @@ impl CredentialStore {
     pub fn reload(&self) -> Result<Reloaded, CredentialError> {
         let _one_at_a_time = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
         let (api_key, client_cert) = read(&self.route)?;
+        if let Some(cert) = &client_cert
+            && cert.expired_at(std::time::SystemTime::now())
+        {
+            return Err(CredentialError::Certificate {
+                what: format!("route {}", self.route.name),
+                reason: format!(
+                    "the new client certificate ({}) expired on {}",
+                    cert.subject(),
+                    cert.not_after_display()
+                ),
+            });
+        }
         let old = self.live.load_full();
         let key_same = match (&old.api_key, &api_key) {
             (Some(a), Some(b)) => a.same_secret(b),

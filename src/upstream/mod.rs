@@ -2,6 +2,7 @@
 //! DigiCert ([`client`]).
 
 pub mod client;
+pub mod exchange;
 pub mod tls;
 
 pub use client::{ConnectTimeout, UpstreamClient};

@@ -1,0 +1,103 @@
+//! The admin listener: `/healthz`, `/readyz` and `/metrics`, and nothing else. It is never
+//! proxied and may bind a non-loopback address (Kubernetes probes reach the pod IP): it holds
+//! no credential and shows no secret.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::body::{ProxyBody, full};
+use crate::health::Health;
+use crate::metrics::Metrics;
+
+/// What the admin endpoints read.
+pub struct Admin {
+    pub health: Arc<Health>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Admin {
+    /// Answer one admin request.
+    pub fn answer<B>(&self, req: &Request<B>) -> Response<ProxyBody> {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
+        }
+        match req.uri().path() {
+            "/healthz" => text(StatusCode::OK, "ok\n"),
+            "/readyz" => {
+                match self.health.readiness() {
+                    Ok(()) => text(StatusCode::OK, "ready\n"),
+                    Err(problems) => {
+                        let routes: Vec<_> = problems
+                        .iter()
+                        .map(|(route, reason)| serde_json::json!({"route": route, "reason": reason}))
+                        .collect();
+                        let body = serde_json::json!({"ready": false, "failing": routes});
+                        let mut resp = Response::new(full(body.to_string()));
+                        *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                        resp.headers_mut().insert(
+                            header::CONTENT_TYPE,
+                            HeaderValue::from_static("application/json"),
+                        );
+                        resp
+                    }
+                }
+            }
+            "/metrics" => {
+                let mut resp = Response::new(full(self.metrics.render()));
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                resp
+            }
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "the admin listener serves /healthz, /readyz and /metrics\n",
+            ),
+        }
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// Serve the admin endpoints on `listener` until `stop`.
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut stop: watch::Receiver<bool>) {
+    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = crate::server::stopped(&mut stop) => return,
+        };
+        let Ok((stream, _)) = accepted else {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        };
+        let admin = admin.clone();
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req: Request<Incoming>| {
+                let resp = admin.answer(&req);
+                async move { Ok::<_, Infallible>(resp) }
+            });
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}

@@ -1,0 +1,207 @@
+//! Reloading credentials while serving: on a change in the directory of any credential file
+//! (Kubernetes swaps a `..data` symlink there; editors rename over files; `echo >` rewrites
+//! in place), on SIGHUP, and when DigiCert rejects a credential. A reload that fails keeps
+//! the last good credential, logs one error line and counts it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+use super::store::Reloaded;
+use crate::config::SecretSource;
+use crate::metrics::Metrics;
+use crate::router::RouteHandle;
+
+/// Changes closer together than this are taken as one (a rewrite is truncate + write).
+const SETTLE: Duration = Duration::from_millis(150);
+
+/// Reload one route's credentials now, and report: a log line and the reload counter.
+/// Returns `None` if the reload failed (the last good credential stays).
+pub fn reload_route(route: &RouteHandle, metrics: &Metrics, cause: &str) -> Option<Reloaded> {
+    let name = route.name();
+    match route.store.reload() {
+        Ok(Reloaded::Changed) => {
+            metrics.reload(name, "success");
+            publish_expiry(route, metrics);
+            tracing::info!(
+                route = name,
+                cause,
+                "credential reloaded; new requests use it"
+            );
+            Some(Reloaded::Changed)
+        }
+        Ok(Reloaded::Unchanged) => {
+            metrics.reload(name, "unchanged");
+            tracing::debug!(route = name, cause, "credential unchanged");
+            Some(Reloaded::Unchanged)
+        }
+        Err(e) => {
+            metrics.reload(name, "error");
+            tracing::error!(route = name, cause, error = %e, "credential reload failed; keeping the last good credential");
+            None
+        }
+    }
+}
+
+/// Set the not-after gauge of a route with a client certificate.
+pub fn publish_expiry(route: &RouteHandle, metrics: &Metrics) {
+    if let Some(cert) = &route.store.current().client_cert {
+        let secs = cert
+            .not_after()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        metrics.cert_not_after(route.name(), secs);
+    }
+}
+
+/// The files a route's credentials are read from.
+fn files(route: &RouteHandle) -> Vec<PathBuf> {
+    let cfg = route.config();
+    let mut files = Vec::new();
+    if let Some(k) = &cfg.api_key
+        && let SecretSource::File(p) = &k.source
+    {
+        files.push(p.clone());
+    }
+    if let Some(c) = &cfg.client_cert {
+        files.extend(c.files());
+    }
+    files
+}
+
+/// Watch every credential directory and reload on change and on SIGHUP, until `stop`.
+/// Returns an error only if the file watcher cannot start (then only SIGHUP reloads).
+pub async fn run(
+    routes: Vec<Arc<RouteHandle>>,
+    metrics: Arc<Metrics>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut by_dir: BTreeMap<PathBuf, Vec<usize>> = BTreeMap::new();
+    for (i, r) in routes.iter().enumerate() {
+        for f in files(r) {
+            let dir = f
+                .parent()
+                .map(|p| p.to_path_buf())
+                .unwrap_or_else(|| PathBuf::from("."));
+            let entry = by_dir.entry(dir).or_default();
+            if !entry.contains(&i) {
+                entry.push(i);
+            }
+        }
+    }
+
+    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<PathBuf>>();
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event
+            && !event.kind.is_access()
+        {
+            let _ = tx.send(event.paths);
+        }
+    });
+    let _watcher = match watcher {
+        Ok(mut w) => {
+            for dir in by_dir.keys() {
+                if let Err(e) = w.watch(dir, RecursiveMode::NonRecursive) {
+                    tracing::error!(dir = %dir.display(), error = %e, "cannot watch a credential directory; changes there are picked up on SIGHUP only");
+                }
+            }
+            Some(w)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the file watcher; credentials reload on SIGHUP only");
+            None
+        }
+    };
+
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot handle SIGHUP");
+            None
+        }
+    };
+
+    loop {
+        tokio::select! {
+            _ = crate::server::stopped(&mut stop) => return,
+            _ = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                tracing::info!("SIGHUP: reloading every credential");
+                for r in &routes {
+                    reload_route(r, &metrics, "SIGHUP");
+                }
+            }
+            Some(paths) = rx.recv() => {
+                let mut changed: Vec<PathBuf> = paths;
+                tokio::time::sleep(SETTLE).await;
+                while let Ok(more) = rx.try_recv() {
+                    changed.extend(more);
+                }
+                let mut todo: Vec<usize> = Vec::new();
+                for path in &changed {
+                    let dir = path.parent().map(|p| p.to_path_buf()).unwrap_or_default();
+                    for i in by_dir.get(&dir).into_iter().flatten() {
+                        if !todo.contains(i) {
+                            todo.push(*i);
+                        }
+                    }
+                }
+                for i in todo {
+                    reload_route(&routes[i], &metrics, "file changed");
+                }
+            }
+        }
+    }
+}
+
+/// Log a warning about client certificates that expire within 30 days, once a day, until
+/// `stop`. Expired certificates are reported at error level.
+pub async fn expiry_warnings(
+    routes: Vec<Arc<RouteHandle>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(24 * 3600));
+    loop {
+        tokio::select! {
+            _ = crate::server::stopped(&mut stop) => return,
+            _ = tick.tick() => {
+                for r in &routes {
+                    if let Some(cert) = &r.store.current().client_cert {
+                        warn_expiry(r.name(), cert, SystemTime::now());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Days left before `not_after`, or `None` once it has passed.
+pub fn days_left(not_after: SystemTime, now: SystemTime) -> Option<u64> {
+    not_after
+        .duration_since(now)
+        .ok()
+        .map(|d| d.as_secs() / 86_400)
+}
+
+fn warn_expiry(route: &str, cert: &super::ClientCert, now: SystemTime) {
+    match days_left(cert.not_after(), now) {
+        None => tracing::error!(
+            route,
+            subject = cert.subject(),
+            not_after = %cert.not_after_display(),
+            "the client certificate has expired: DigiCert rejects it; issue a new one for the service user and replace the file"
+        ),
+        Some(days) if days < 30 => tracing::warn!(
+            route,
+            subject = cert.subject(),
+            not_after = %cert.not_after_display(),
+            days_left = days,
+            "the client certificate expires soon: issue a new one for the service user and replace the file"
+        ),
+        Some(_) => {}
+    }
+}

@@ -1,0 +1,267 @@
+//! Metrics: the Prometheus families of SPEC.md, kept in one registry and rendered as text
+//! by the admin listener. No label ever holds a header value, a path or a secret: only route
+//! names, methods from a fixed set, status codes and fixed reason words.
+
+use std::sync::atomic::AtomicI64;
+
+use http::{Method, StatusCode};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: String,
+    pub method: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub route: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub route: String,
+    pub result: String,
+}
+
+type DurationFamily = Family<RouteLabel, Histogram, fn() -> Histogram>;
+
+/// Every metric the sidecar exports.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    duration: DurationFamily,
+    upstream_errors: Family<ReasonLabels, Counter>,
+    reloads: Family<ResultLabels, Counter>,
+    not_after: Family<RouteLabel, Gauge<i64, AtomicI64>>,
+    rejected: Family<RouteLabel, Counter>,
+    rate_limited: Family<RouteLabel, Counter>,
+    retries: Family<RouteLabel, Counter>,
+    valid: Family<RouteLabel, Gauge<i64, AtomicI64>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new([
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    ])
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let duration: DurationFamily = Family::new_with_constructor(duration_histogram);
+        let upstream_errors = Family::<ReasonLabels, Counter>::default();
+        let reloads = Family::<ResultLabels, Counter>::default();
+        let not_after = Family::<RouteLabel, Gauge<i64, AtomicI64>>::default();
+        let rejected = Family::<RouteLabel, Counter>::default();
+        let rate_limited = Family::<RouteLabel, Counter>::default();
+        let retries = Family::<RouteLabel, Counter>::default();
+        let valid = Family::<RouteLabel, Gauge<i64, AtomicI64>>::default();
+        // prometheus-client appends `_total` to counters.
+        registry.register(
+            "digicert_sidecar_requests",
+            "Requests answered, by route, method and status",
+            requests.clone(),
+        );
+        registry.register(
+            "digicert_sidecar_request_duration_seconds",
+            "Time from request to the end of the response body",
+            duration.clone(),
+        );
+        registry.register(
+            "digicert_sidecar_upstream_errors",
+            "Failures talking to DigiCert, by reason (unreachable, tls, protocol, timeout)",
+            upstream_errors.clone(),
+        );
+        registry.register(
+            "digicert_sidecar_credential_reloads",
+            "Credential reloads, by result (success, unchanged, error)",
+            reloads.clone(),
+        );
+        registry.register(
+            "digicert_sidecar_client_cert_not_after_seconds",
+            "Expiry (notAfter) of the route's client certificate, Unix seconds",
+            not_after.clone(),
+        );
+        registry.register(
+            "digicert_sidecar_credential_rejected",
+            "Answers in which DigiCert rejected the route's credential (401/403 auth errors)",
+            rejected.clone(),
+        );
+        registry.register(
+            "digicert_sidecar_rate_limited",
+            "Requests refused with 429 by the sidecar's own rate limit",
+            rate_limited.clone(),
+        );
+        registry.register(
+            "digicert_sidecar_retries",
+            "Upstream attempts beyond the first",
+            retries.clone(),
+        );
+        registry.register(
+            "digicert_sidecar_credential_valid",
+            "1 if DigiCert accepted the credential at the last probe, 0 if it rejected it",
+            valid.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            duration,
+            upstream_errors,
+            reloads,
+            not_after,
+            rejected,
+            rate_limited,
+            retries,
+            valid,
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    pub fn request(&self, route: &str, method: &Method, status: StatusCode, seconds: f64) {
+        let method = match *method {
+            Method::GET
+            | Method::HEAD
+            | Method::POST
+            | Method::PUT
+            | Method::PATCH
+            | Method::DELETE
+            | Method::OPTIONS => method.as_str(),
+            _ => "OTHER",
+        };
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.to_string(),
+                method: method.to_string(),
+                status: status.as_str().to_string(),
+            })
+            .inc();
+        self.duration
+            .get_or_create(&route_label(route))
+            .observe(seconds);
+    }
+
+    pub fn upstream_error(&self, route: &str, reason: &str) {
+        self.upstream_errors
+            .get_or_create(&ReasonLabels {
+                route: route.to_string(),
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn reload(&self, route: &str, result: &str) {
+        self.reloads
+            .get_or_create(&ResultLabels {
+                route: route.to_string(),
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn cert_not_after(&self, route: &str, unix_seconds: i64) {
+        self.not_after
+            .get_or_create(&route_label(route))
+            .set(unix_seconds);
+    }
+
+    pub fn rejected(&self, route: &str) {
+        self.rejected.get_or_create(&route_label(route)).inc();
+    }
+
+    pub fn rate_limited(&self, route: &str) {
+        self.rate_limited.get_or_create(&route_label(route)).inc();
+    }
+
+    pub fn retry(&self, route: &str) {
+        self.retries.get_or_create(&route_label(route)).inc();
+    }
+
+    pub fn credential_valid(&self, route: &str, valid: bool) {
+        self.valid
+            .get_or_create(&route_label(route))
+            .set(i64::from(valid));
+    }
+
+    /// Make a route's counters appear (at 0) from the start, so alerts on `increase()` work.
+    pub fn register_route(&self, route: &str) {
+        let r = route_label(route);
+        let _ = self.rejected.get_or_create(&r);
+        let _ = self.rate_limited.get_or_create(&r);
+        let _ = self.retries.get_or_create(&r);
+        for result in ["success", "error"] {
+            let _ = self.reloads.get_or_create(&ResultLabels {
+                route: route.to_string(),
+                result: result.to_string(),
+            });
+        }
+    }
+}
+
+fn route_label(route: &str) -> RouteLabel {
+    RouteLabel {
+        route: route.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_those_of_the_spec() {
+        let m = Metrics::new();
+        m.register_route("cc");
+        m.request("cc", &Method::GET, StatusCode::OK, 0.01);
+        m.upstream_error("cc", "upstream_tls");
+        m.cert_not_after("cc", 1_900_000_000);
+        m.credential_valid("cc", true);
+        let text = m.render();
+        for name in [
+            "digicert_sidecar_requests_total{route=\"cc\",method=\"GET\",status=\"200\"} 1",
+            "digicert_sidecar_request_duration_seconds_bucket",
+            "digicert_sidecar_upstream_errors_total{route=\"cc\",reason=\"upstream_tls\"} 1",
+            "digicert_sidecar_credential_reloads_total{route=\"cc\",result=\"error\"} 0",
+            "digicert_sidecar_client_cert_not_after_seconds{route=\"cc\"} 1900000000",
+            "digicert_sidecar_credential_rejected_total{route=\"cc\"} 0",
+            "digicert_sidecar_rate_limited_total{route=\"cc\"} 0",
+            "digicert_sidecar_retries_total{route=\"cc\"} 0",
+            "digicert_sidecar_credential_valid{route=\"cc\"} 1",
+        ] {
+            assert!(text.contains(name), "{name} missing:\n{text}");
+        }
+    }
+}
