@@ -43,12 +43,14 @@ pub struct Sidecar {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     admin: Option<TcpListener>,
+    file_watch: watch::FileWatch,
 }
 
 impl Sidecar {
     /// Load credentials and bind every listener.
     pub async fn bind(config: Config) -> Result<Self, StartError> {
         let server = Arc::new(config.server.clone());
+        let file_watch = watch::FileWatch::start(&config.routes);
         let mut routes = Vec::new();
         for route in &config.routes {
             let store = CredentialStore::load(route, server.connect_timeout).map_err(|source| {
@@ -126,6 +128,7 @@ impl Sidecar {
             routes,
             metrics,
             admin,
+            file_watch,
         })
     }
 
@@ -193,6 +196,7 @@ impl Sidecar {
             background.spawn(admin::serve(listener, admin, bg_stop_rx.clone()));
         }
         background.spawn(watch::run(
+            self.file_watch,
             self.routes.clone(),
             self.metrics.clone(),
             bg_stop_rx.clone(),

@@ -273,7 +273,9 @@ impl TryFrom<RawConfig> for Config {
                     ),
                 ));
             }
-            if server.admin.map(ListenAddr::Tcp).as_ref() == Some(&listener) {
+            if server.admin.is_some_and(|a| a.port() != 0)
+                && server.admin.map(ListenAddr::Tcp).as_ref() == Some(&listener)
+            {
                 return Err(ConfigError::invalid(
                     format!("routes[{i}].listen"),
                     "the admin listener and a route listener share an address",
@@ -302,7 +304,7 @@ fn server(raw: &RawServer) -> Result<Server, ConfigError> {
             )
         })?),
     };
-    if admin.is_some() && admin.map(ListenAddr::Tcp) == Some(listen.clone()) {
+    if admin.is_some_and(|a| a.port() != 0) && admin.map(ListenAddr::Tcp) == Some(listen.clone()) {
         return Err(ConfigError::invalid(
             "server.admin",
             "the admin listener must not share server.listen's address",

@@ -4,15 +4,17 @@
 //! the last good credential, logs one error line and counts it.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use notify::{RecursiveMode, Watcher};
+use notify::event::{AccessKind, AccessMode, ModifyKind};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use super::store::Reloaded;
-use crate::config::SecretSource;
+use crate::config::{Route, SecretSource};
 use crate::metrics::Metrics;
 use crate::router::RouteHandle;
 
@@ -60,64 +62,109 @@ pub fn publish_expiry(route: &RouteHandle, metrics: &Metrics) {
 }
 
 /// The files a route's credentials are read from.
-fn files(route: &RouteHandle) -> Vec<PathBuf> {
-    let cfg = route.config();
+fn files(route: &Route) -> Vec<PathBuf> {
     let mut files = Vec::new();
-    if let Some(k) = &cfg.api_key
+    if let Some(k) = &route.api_key
         && let SecretSource::File(p) = &k.source
     {
         files.push(p.clone());
     }
-    if let Some(c) = &cfg.client_cert {
+    if let Some(c) = &route.client_cert {
         files.extend(c.files());
     }
     files
 }
 
-/// Watch every credential directory and reload on change and on SIGHUP, until `stop`.
-/// Returns an error only if the file watcher cannot start (then only SIGHUP reloads).
+/// Watches the directories of every credential file. Made before the credentials are first
+/// read, so that no change after that read goes unnoticed.
+pub struct FileWatch {
+    _watcher: Option<RecommendedWatcher>,
+    events: mpsc::UnboundedReceiver<Vec<PathBuf>>,
+    /// Directory -> (file name, route index) of every credential file in it.
+    by_dir: BTreeMap<PathBuf, Vec<(OsString, usize)>>,
+}
+
+impl FileWatch {
+    /// Start watching for the routes of `routes` (indices are positions in it). If the
+    /// watcher cannot start, credentials still reload on SIGHUP and on rejection.
+    pub fn start(routes: &[Route]) -> Self {
+        let mut by_dir: BTreeMap<PathBuf, Vec<(OsString, usize)>> = BTreeMap::new();
+        for (i, r) in routes.iter().enumerate() {
+            for f in files(r) {
+                let dir = f
+                    .parent()
+                    .map(|p| p.to_path_buf())
+                    .unwrap_or_else(|| PathBuf::from("."));
+                let name = f.file_name().map(OsString::from).unwrap_or_default();
+                by_dir.entry(dir).or_default().push((name, i));
+            }
+        }
+        let (tx, events) = mpsc::unbounded_channel::<Vec<PathBuf>>();
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            // Content and names only: reading a file (ours included) yields access and
+            // metadata (atime) events, which must not trigger another read.
+            if let Ok(event) = event
+                && matches!(
+                    event.kind,
+                    EventKind::Create(_)
+                        | EventKind::Remove(_)
+                        | EventKind::Modify(
+                            ModifyKind::Data(_) | ModifyKind::Name(_) | ModifyKind::Any
+                        )
+                        | EventKind::Access(AccessKind::Close(AccessMode::Write))
+                )
+            {
+                let _ = tx.send(event.paths);
+            }
+        });
+        let watcher = match watcher {
+            Ok(mut w) => {
+                for dir in by_dir.keys() {
+                    if let Err(e) = w.watch(dir, RecursiveMode::NonRecursive) {
+                        tracing::error!(dir = %dir.display(), error = %e, "cannot watch a credential directory; changes there are picked up on SIGHUP only");
+                    }
+                }
+                Some(w)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the file watcher; credentials reload on SIGHUP only");
+                None
+            }
+        };
+        Self {
+            _watcher: watcher,
+            events,
+            by_dir,
+        }
+    }
+
+    /// The routes (indices) that `changed` paths concern.
+    fn affected(&self, changed: &[PathBuf]) -> Vec<usize> {
+        let mut todo = Vec::new();
+        for path in changed {
+            let dir = path.parent().map(|p| p.to_path_buf()).unwrap_or_default();
+            let name = path.file_name().unwrap_or_default();
+            // Kubernetes swaps `..data` (and writes `..<timestamp>` dirs): that changes every
+            // file of the directory. Otherwise only the file itself matters.
+            let whole_dir = name.as_encoded_bytes().starts_with(b"..");
+            for (file, i) in self.by_dir.get(&dir).into_iter().flatten() {
+                if (whole_dir || file == name) && !todo.contains(i) {
+                    todo.push(*i);
+                }
+            }
+        }
+        todo
+    }
+}
+
+/// Reload on file changes and on SIGHUP until `stop`. `routes` are in the order given to
+/// [`FileWatch::start`].
 pub async fn run(
+    mut watch: FileWatch,
     routes: Vec<Arc<RouteHandle>>,
     metrics: Arc<Metrics>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut by_dir: BTreeMap<PathBuf, Vec<usize>> = BTreeMap::new();
-    for (i, r) in routes.iter().enumerate() {
-        for f in files(r) {
-            let dir = f
-                .parent()
-                .map(|p| p.to_path_buf())
-                .unwrap_or_else(|| PathBuf::from("."));
-            let entry = by_dir.entry(dir).or_default();
-            if !entry.contains(&i) {
-                entry.push(i);
-            }
-        }
-    }
-
-    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<PathBuf>>();
-    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if let Ok(event) = event
-            && !event.kind.is_access()
-        {
-            let _ = tx.send(event.paths);
-        }
-    });
-    let _watcher = match watcher {
-        Ok(mut w) => {
-            for dir in by_dir.keys() {
-                if let Err(e) = w.watch(dir, RecursiveMode::NonRecursive) {
-                    tracing::error!(dir = %dir.display(), error = %e, "cannot watch a credential directory; changes there are picked up on SIGHUP only");
-                }
-            }
-            Some(w)
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the file watcher; credentials reload on SIGHUP only");
-            None
-        }
-    };
-
     let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -135,21 +182,13 @@ pub async fn run(
                     reload_route(r, &metrics, "SIGHUP");
                 }
             }
-            Some(paths) = rx.recv() => {
+            Some(paths) = watch.events.recv() => {
                 let mut changed: Vec<PathBuf> = paths;
                 tokio::time::sleep(SETTLE).await;
-                while let Ok(more) = rx.try_recv() {
+                while let Ok(more) = watch.events.try_recv() {
                     changed.extend(more);
                 }
-                let mut todo: Vec<usize> = Vec::new();
-                for path in &changed {
-                    let dir = path.parent().map(|p| p.to_path_buf()).unwrap_or_default();
-                    for i in by_dir.get(&dir).into_iter().flatten() {
-                        if !todo.contains(i) {
-                            todo.push(*i);
-                        }
-                    }
-                }
+                let todo = watch.affected(&changed);
                 for i in todo {
                     reload_route(&routes[i], &metrics, "file changed");
                 }

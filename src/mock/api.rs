@@ -36,11 +36,20 @@ pub(crate) async fn handle(
     }
     let devkey = check(req.headers(), "x-dc-devkey", &ctx.state.devkeys);
     let api_key = check(req.headers(), "x-api-key", &ctx.state.api_keys);
-    let cert = ctx.clientauth && ctx.client_subject.is_some();
+    let cert = ctx.clientauth
+        && ctx.client_subject.as_ref().is_some_and(|subject| {
+            ctx.state
+                .client_subjects
+                .lock()
+                .map(|accepted| accepted.as_ref().is_none_or(|a| a.contains(subject)))
+                .unwrap_or(false)
+        });
 
     let resp = if let Some(rest) = path.strip_prefix("/_test/") {
         if devkey == Key::Valid || api_key == Key::Valid || cert {
             test_endpoint(&ctx, rest, req).await
+        } else if ctx.clientauth {
+            one_denied()
         } else {
             certcentral_denied(devkey)
         }

@@ -63,6 +63,8 @@ pub(crate) struct State {
     pub api_keys: Mutex<Vec<String>>,
     pub tls_connections: AtomicUsize,
     pub seen: Mutex<Vec<Seen>>,
+    /// Client certificate subjects accepted on clientauth; `None`: any the CA issued.
+    pub client_subjects: Mutex<Option<Vec<String>>>,
 }
 
 /// A running mock: two TLS servers on 127.0.0.1 and the PKI they use.
@@ -90,6 +92,7 @@ impl MockDigicert {
             api_keys: Mutex::new(vec![options.api_key.clone()]),
             tls_connections: AtomicUsize::new(0),
             seen: Mutex::new(Vec::new()),
+            client_subjects: Mutex::new(None),
         });
         let alpn: Vec<Vec<u8>> = if options.http1_only {
             vec![b"http/1.1".to_vec()]
@@ -173,6 +176,14 @@ impl MockDigicert {
     pub fn set_devkeys(&self, keys: &[&str]) {
         if let Ok(mut k) = self.state.devkeys.lock() {
             *k = keys.iter().map(|s| s.to_string()).collect();
+        }
+    }
+
+    /// Accept only client certificates with these subjects (`None`: any from the CA), as
+    /// DigiCert ONE does once a service user's old certificate is revoked or expired.
+    pub fn set_client_subjects(&self, subjects: Option<&[&str]>) {
+        if let Ok(mut s) = self.state.client_subjects.lock() {
+            *s = subjects.map(|v| v.iter().map(|s| s.to_string()).collect());
         }
     }
 

@@ -6,6 +6,7 @@ mod credentials;
 mod errors;
 mod inbound;
 mod lifecycle;
+mod rotation;
 mod secrets;
 mod support;
 mod upstream;

@@ -126,6 +126,7 @@ impl World {
 /// A sidecar served in this process by the real `Sidecar::bind` + `serve`.
 pub struct Running {
     pub addrs: Vec<ListenAddr>,
+    pub admin: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -135,12 +136,14 @@ impl Running {
         let config = config::from_toml_str(toml).expect("test config is valid");
         let sidecar = Sidecar::bind(config).await.expect("sidecar starts");
         let addrs = sidecar.local_addrs();
+        let admin = sidecar.admin_addr();
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(sidecar.serve(async move {
             let _ = rx.await;
         }));
         Self {
             addrs,
+            admin,
             stop: Some(tx),
             task: Some(task),
         }
@@ -161,6 +164,17 @@ impl Running {
         format!("http://{}{}", self.addr(), path)
     }
 
+    /// GET an admin path.
+    pub async fn admin(&self, path: &str) -> Got {
+        let addr = self.admin.expect("the admin listener is on");
+        get(&format!("http://{addr}{path}"), &[]).await
+    }
+
+    /// The value of one sample of /metrics, e.g. `x_total{route="cc"}`; 0 if absent.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        metric_value(&self.admin("/metrics").await.text(), sample)
+    }
+
     pub async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
@@ -169,6 +183,39 @@ impl Running {
             let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
         }
     }
+}
+
+/// The value of `sample` (name and labels, as exported) in a Prometheus text page.
+pub fn metric_value(text: &str, sample: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(sample)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+/// Poll `check` every 20 ms until it holds, at most `limit`.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+/// Replace a file atomically (write a temporary beside it, rename over it).
+pub fn replace_file(path: &Path, data: &[u8]) {
+    let tmp = path.with_extension("tmp-new");
+    std::fs::write(&tmp, data).expect("write temp");
+    std::fs::rename(&tmp, path).expect("rename over");
 }
 
 /// A plain-HTTP/1.1 client with keep-alive.
