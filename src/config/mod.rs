@@ -103,9 +103,11 @@ pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
 }
 
 fn from_figment(base: Figment) -> Result<Config, ConfigError> {
+    // Only nested keys (`SECTION__KEY`): DIGICERT_SIDECAR_CONFIG names the file, and
+    // Kubernetes adds DIGICERT_SIDECAR_PORT & co. for a Service named digicert-sidecar.
     let env = Env::prefixed(ENV_PREFIX)
         .split("__")
-        .filter(|key| key.as_str() != "config");
+        .filter(|key| key.as_str().contains('.'));
     let raw: raw::RawConfig = base
         .merge(env)
         .extract()

@@ -191,3 +191,38 @@ async fn every_example_in_config_checks_with_dummy_secrets() {
     }
     assert!(checked >= 5, "only {checked} examples in config/");
 }
+
+#[tokio::test]
+async fn the_config_file_can_come_from_the_environment_beside_kubernetes_service_variables() {
+    let w = World::new().await;
+    let config = w.config_file(&format!(
+        "{}{}",
+        w.server_toml(),
+        w.certcentral_route("cc", "/")
+    ));
+    let out = binary()
+        .arg("check")
+        .env("DIGICERT_SIDECAR_CONFIG", &config)
+        .env("DIGICERT_SIDECAR_PORT", "tcp://10.0.0.1:8080")
+        .env("DIGICERT_SIDECAR_SERVICE_HOST", "10.0.0.1")
+        .env("DIGICERT_SIDECAR_SERVER__MAX_CONNECTIONS", "7")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("route cc"), "{text}");
+    // A nested override that is wrong is still an error.
+    let out = binary()
+        .arg("check")
+        .env("DIGICERT_SIDECAR_CONFIG", &config)
+        .env("DIGICERT_SIDECAR_SERVER__MAX_CONECTIONS", "7")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max_conections"));
+}

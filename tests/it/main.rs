@@ -1,6 +1,7 @@
 //! Integration stories: a real TLS upstream (the DigiCert mock, with a CA made per test) on
 //! 127.0.0.1:0, the real sidecar in front of it, real requests.
 
+mod admin;
 mod cli;
 mod credentials;
 mod errors;
