@@ -36,7 +36,7 @@ pub enum ProxyError {
     MethodNotAllowed(Method),
     #[error("route {0} has no usable credential")]
     CredentialUnavailable(String),
-    #[error("route {route} is over its rate limit; retry in {} s", retry_after.as_secs().max(1))]
+    #[error("route {route} is at DigiCert's rate limit; retry in {} ms", retry_after.as_millis().max(1))]
     RateLimited {
         route: String,
         retry_after: Duration,

@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod mock;
 pub mod policy;
 pub mod proxy;
+pub mod rate_limit;
 pub mod router;
 pub mod server;
 pub mod telemetry;

@@ -95,7 +95,7 @@ impl Metrics {
         );
         registry.register(
             "digicert_sidecar_upstream_errors",
-            "Failures talking to DigiCert, by reason (unreachable, tls, protocol, timeout)",
+            "Failures talking to DigiCert, by reason (upstream_unreachable, upstream_tls, upstream_protocol, upstream_timeout)",
             upstream_errors.clone(),
         );
         registry.register(

@@ -8,6 +8,7 @@ use http::Uri;
 
 use crate::credential::CredentialStore;
 use crate::error::ProxyError;
+use crate::rate_limit::RateLimiter;
 
 /// A route as the request path sees it.
 #[derive(Debug)]
@@ -15,11 +16,14 @@ pub struct RouteHandle {
     pub store: Arc<CredentialStore>,
     /// DigiCert's last verdict on the credential, from the probe.
     pub verdict: crate::health::Verdict,
+    /// The route's rolling windows, shared by all its callers; `None`: unlimited.
+    pub limiter: Option<RateLimiter>,
 }
 
 impl RouteHandle {
     pub fn new(store: CredentialStore) -> Self {
         Self {
+            limiter: RateLimiter::new(&store.route().rate_limit.windows),
             store: Arc::new(store),
             verdict: Default::default(),
         }

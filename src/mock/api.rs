@@ -234,6 +234,50 @@ async fn test_endpoint(ctx: &Ctx, rest: &str, req: Request<Incoming>) -> Respons
             }
             ok(json!({"bytes": n}))
         }
+        "flaky" => {
+            // Fail `fail` times (per `id`) with `status`, then answer 200.
+            let id = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("id="))
+                .unwrap_or("")
+                .to_string();
+            let fail = param("fail").unwrap_or(1) as u32;
+            let served = {
+                let mut flaky = ctx.state.flaky.lock().unwrap_or_else(|p| p.into_inner());
+                let n = flaky.entry(id).or_insert(0);
+                *n += 1;
+                *n
+            };
+            if served <= fail {
+                let code = param("status").unwrap_or(503) as u16;
+                let status = StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                let mut resp = error(status, "service_unavailable", "Try again later.");
+                if let Some(secs) = param("retry_after") {
+                    resp.headers_mut()
+                        .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+                }
+                resp
+            } else {
+                ok(json!({"served": served}))
+            }
+        }
+        "reflect" => {
+            // A careless server that echoes the credential in response headers.
+            let mut resp = ok(json!({"reflected": true}));
+            for name in ["x-dc-devkey", "x-api-key"] {
+                if let Some(v) = req.headers().get(name) {
+                    resp.headers_mut().insert("x-debug-credential", v.clone());
+                    if let Ok(text) = v.to_str()
+                        && let Ok(value) = header::HeaderValue::from_str(&format!(
+                            "Key realm=\"api\", key=\"{text}\""
+                        ))
+                    {
+                        resp.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+                    }
+                }
+            }
+            resp
+        }
         s if s.starts_with("status/") => {
             let code = s["status/".len()..].parse::<u16>().unwrap_or(500);
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

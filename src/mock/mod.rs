@@ -65,6 +65,8 @@ pub(crate) struct State {
     pub seen: Mutex<Vec<Seen>>,
     /// Client certificate subjects accepted on clientauth; `None`: any the CA issued.
     pub client_subjects: Mutex<Option<Vec<String>>>,
+    /// Failures served so far by `/_test/flaky`, by its `id`.
+    pub flaky: Mutex<std::collections::HashMap<String, u32>>,
 }
 
 /// A running mock: two TLS servers on 127.0.0.1 and the PKI they use.
@@ -93,6 +95,7 @@ impl MockDigicert {
             tls_connections: AtomicUsize::new(0),
             seen: Mutex::new(Vec::new()),
             client_subjects: Mutex::new(None),
+            flaky: Mutex::new(std::collections::HashMap::new()),
         });
         let alpn: Vec<Vec<u8>> = if options.http1_only {
             vec![b"http/1.1".to_vec()]

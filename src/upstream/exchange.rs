@@ -70,6 +70,17 @@ pub async fn exchange(
     let mut reloaded = false;
     loop {
         attempt += 1;
+        if let Some(limiter) = &route.limiter {
+            let until = deadline.min(Instant::now() + route.config().rate_limit.max_wait);
+            if let Err(limited) = limiter.admit(until).await {
+                metrics.rate_limited(name);
+                tracing::warn!(route = name, retry_after = ?limited.retry_after, "rate limit: refusing rather than exceed DigiCert's windows");
+                return Err(ProxyError::RateLimited {
+                    route: name.to_string(),
+                    retry_after: limited.retry_after,
+                });
+            }
+        }
         let live = route.store.current();
         let mut headers = head.headers.clone();
         if let Some(key) = &live.api_key {

@@ -5,6 +5,7 @@ mod admin;
 mod cli;
 mod credentials;
 mod errors;
+mod guardrails;
 mod inbound;
 mod lifecycle;
 mod rotation;
