@@ -16,6 +16,7 @@ pub mod credential;
 pub mod demo;
 pub mod door;
 pub mod error;
+pub mod hardening;
 pub mod headers;
 pub mod health;
 pub mod listener;

@@ -80,13 +80,17 @@ pub fn http_builder(server: &Server) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .keep_alive(true)
         .header_read_timeout(server.header_read_timeout)
-        .max_buf_size(server.max_header_bytes.max(8192))
-        .max_headers(100);
+        // Above the limits `proxy.rs` enforces with a JSON 431, so that heads just over
+        // them get the DigiCert-shaped answer; these are the hard backstop.
+        .max_buf_size(server.max_header_bytes.saturating_mul(2).max(16 * 1024))
+        .max_headers(2 * crate::proxy::MAX_HEADERS);
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(100)
-        .max_header_list_size(u32::try_from(server.max_header_bytes).unwrap_or(u32::MAX))
+        .max_header_list_size(
+            u32::try_from(server.max_header_bytes.saturating_mul(2)).unwrap_or(u32::MAX),
+        )
         .max_pending_accept_reset_streams(20)
         .max_local_error_reset_streams(64)
         .keep_alive_interval(Duration::from_secs(30))

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use digicert_sidecar::{check, config, demo, server, telemetry};
+use digicert_sidecar::{check, config, demo, hardening, server, telemetry};
 
 /// A local credential sidecar for the DigiCert APIs.
 ///
@@ -50,6 +50,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    hardening::quiet_panics();
     match cli.command.unwrap_or(Command::Run { config: None }) {
         Command::Run { config } => run(config),
         Command::Check { config } => {
@@ -67,6 +68,7 @@ fn main() -> ExitCode {
         }
         Command::Demo { listen } => {
             telemetry::init(config::LogFormat::Text, "info");
+            hardening::lock_down();
             let result = runtime().block_on(demo::run(listen));
             match result {
                 Ok(()) => ExitCode::SUCCESS,
@@ -88,6 +90,7 @@ fn run(path: Option<PathBuf>) -> ExitCode {
         }
     };
     telemetry::init(config.log.format, &config.log.level);
+    hardening::lock_down();
     runtime().block_on(async move {
         match digicert_sidecar::Sidecar::bind(config).await {
             Ok(sidecar) => {

@@ -102,6 +102,7 @@ impl Proxy {
         log: &mut AccessLog,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let deadline = tokio::time::Instant::now() + self.server.request_timeout;
+        check_head_size(&req, self.server.max_header_bytes)?;
         self.door.check(&req)?;
         // In HTTP/1 a URI with an authority is a proxy request (absolute form); in h2 every
         // request carries `:authority`, which plays the part of `Host`.
@@ -213,6 +214,33 @@ impl Proxy {
         }
         Ok(resp)
     }
+}
+
+/// At most this many header fields in a request.
+pub const MAX_HEADERS: usize = 100;
+
+/// Refuse a request head larger than `max_header_bytes` or with more than [`MAX_HEADERS`]
+/// fields with the JSON 431. (hyper's own limits, set higher in `listener.rs`, are the
+/// backstop for heads too large to parse at all.)
+fn check_head_size<B>(req: &Request<B>, max_header_bytes: usize) -> Result<(), ProxyError> {
+    if req.headers().len() > MAX_HEADERS {
+        return Err(ProxyError::HeadersTooLarge);
+    }
+    let line = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().len())
+        .unwrap_or(1)
+        + 16;
+    let fields: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if line + fields > max_header_bytes {
+        return Err(ProxyError::HeadersTooLarge);
+    }
+    Ok(())
 }
 
 /// Keep a well-formed client request id; otherwise make one.

@@ -1,15 +1,21 @@
 //! DigiCert's rate limits, kept by the sidecar for all callers of a route together, so that
 //! the shared key is never throttled. Each window is a rolling window, as DigiCert counts
-//! (CertCentral: 1000 per 3 minutes and 100 per 5 seconds), kept as a log of the times of
-//! the requests it admitted: a request goes when *every* window has room.
+//! (CertCentral: 1000 per 3 minutes and 100 per 5 seconds): a request goes when *every*
+//! window has room.
 //!
-//! A token bucket (GCRA, as in `governor`) with a burst of N refills while the burst is
-//! being spent, so one rolling window can see up to 2N − 1 requests; an exact log cannot.
+//! A window counts the requests in flight plus those that *finished* (got their answer, or
+//! failed) within it. A request reaches DigiCert before it finishes, so however the network
+//! delays or reorders requests, no window at DigiCert can hold more than the limit: of any
+//! N + 1 requests DigiCert sees within one window, the last one admitted would have found
+//! the N others in flight or finished within its window, and waited. (Stamping requests when
+//! they are *sent* is not enough: network jitter bunches them up on the way. A token bucket,
+//! as in `governor`, is worse still: with a burst of N it admits up to 2N − 1 per window.)
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::config::RateWindow;
@@ -18,14 +24,38 @@ use crate::config::RateWindow;
 #[derive(Debug)]
 pub struct RateLimiter {
     windows: Vec<RateWindow>,
-    /// Admission times, newest last, as many as the largest window holds.
-    log: Mutex<VecDeque<Instant>>,
+    state: Mutex<State>,
+    finished: Notify,
 }
 
-/// No slot came free within the wait allowed; one frees up after `retry_after`.
+#[derive(Debug, Default)]
+struct State {
+    in_flight: usize,
+    /// When admitted requests finished, oldest first.
+    done: VecDeque<Instant>,
+}
+
+/// No slot came free within the wait allowed; one frees up after about `retry_after`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limited {
     pub retry_after: Duration,
+}
+
+/// A slot in every window, held while the request is in flight. Dropping it marks the
+/// request finished (answer received, or given up).
+#[derive(Debug)]
+pub struct Permit<'a> {
+    limiter: &'a RateLimiter,
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        let mut state = self.limiter.lock();
+        state.in_flight = state.in_flight.saturating_sub(1);
+        state.done.push_back(Instant::now());
+        drop(state);
+        self.limiter.finished.notify_waiters();
+    }
 }
 
 impl RateLimiter {
@@ -34,68 +64,91 @@ impl RateLimiter {
         if windows.is_empty() {
             return None;
         }
-        let capacity = windows
-            .iter()
-            .map(|w| w.requests as usize)
-            .max()
-            .unwrap_or(0);
         Some(Self {
             windows: windows.to_vec(),
-            log: Mutex::new(VecDeque::with_capacity(capacity)),
+            state: Mutex::new(State::default()),
+            finished: Notify::new(),
         })
     }
 
-    /// A window is kept slightly longer than it is, so that requests admitted just over a
-    /// window apart cannot arrive at DigiCert just under one apart.
-    fn span(w: &RateWindow) -> Duration {
-        w.per + (w.per / 20).min(Duration::from_millis(250))
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Admit now, or say how long until every window has room.
-    pub fn try_admit(&self, now: Instant) -> Result<(), Duration> {
-        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
-        let longest = self
-            .windows
-            .iter()
-            .map(Self::span)
-            .max()
-            .unwrap_or_default();
-        while log
+    /// Take a slot now if every window has one. Otherwise say how long until one frees up
+    /// (`None`: not before a request in flight finishes).
+    pub fn try_admit(&self, now: Instant) -> Result<Permit<'_>, Option<Duration>> {
+        let mut state = self.lock();
+        let longest = self.windows.iter().map(|w| w.per).max().unwrap_or_default();
+        while state
+            .done
             .front()
             .is_some_and(|t| now.duration_since(*t) >= longest)
         {
-            log.pop_front();
+            state.done.pop_front();
         }
-        let mut wait = Duration::ZERO;
+        let mut wait = Some(Duration::ZERO);
         for w in &self.windows {
-            let span = Self::span(w);
-            let in_window = log
+            let limit = w.requests as usize;
+            let recent = state
+                .done
                 .iter()
                 .rev()
-                .take_while(|t| now.duration_since(**t) < span)
+                .take_while(|t| now.duration_since(**t) < w.per)
                 .count();
-            if in_window >= w.requests as usize {
-                // The oldest admission inside this window must leave it first.
-                let oldest = log[log.len() - w.requests as usize];
-                wait = wait.max(span.saturating_sub(now.duration_since(oldest)));
+            let used = state.in_flight + recent;
+            if used < limit {
+                continue;
             }
+            // `used - limit + 1` of the recent ones must leave the window first.
+            let must_leave = used - limit + 1;
+            let this = if must_leave <= recent {
+                let t = state.done[state.done.len() - recent + must_leave - 1];
+                Some(w.per.saturating_sub(now.duration_since(t)))
+            } else {
+                None
+            };
+            wait = match (wait, this) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                _ => None,
+            };
         }
-        if wait.is_zero() {
-            log.push_back(now);
-            Ok(())
+        if wait == Some(Duration::ZERO) {
+            state.in_flight += 1;
+            Ok(Permit { limiter: self })
         } else {
             Err(wait)
         }
     }
 
     /// Wait for a slot until `until`; refuse at once if none can come free by then.
-    pub async fn admit(&self, until: Instant) -> Result<(), Limited> {
+    pub async fn admit(&self, until: Instant) -> Result<Permit<'_>, Limited> {
         loop {
+            // Listen for finishing requests before looking, so none is missed.
+            let finished = self.finished.notified();
+            tokio::pin!(finished);
+            finished.as_mut().enable();
             let now = Instant::now();
-            match self.try_admit(now) {
-                Ok(()) => return Ok(()),
-                Err(wait) if now + wait > until => return Err(Limited { retry_after: wait }),
-                Err(wait) => tokio::time::sleep(wait).await,
+            let wait = match self.try_admit(now) {
+                Ok(permit) => return Ok(permit),
+                Err(wait) => wait,
+            };
+            let shortest = self.windows.iter().map(|w| w.per).min().unwrap_or_default();
+            match wait {
+                Some(wait) if now + wait > until => return Err(Limited { retry_after: wait }),
+                Some(wait) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = &mut finished => {}
+                    }
+                }
+                None => {
+                    if tokio::time::timeout_at(until, &mut finished).await.is_err() {
+                        return Err(Limited {
+                            retry_after: shortest,
+                        });
+                    }
+                }
             }
         }
     }
@@ -122,19 +175,23 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_rolling_window_never_holds_more_than_its_count() {
+    async fn a_window_counts_requests_in_flight_and_finished_in_it() {
         let l = limiter(&[(3, 1000)]);
         let t0 = Instant::now();
-        for _ in 0..3 {
-            assert!(l.try_admit(t0).is_ok());
-        }
+        let a = l.try_admit(t0).unwrap();
+        let b = l.try_admit(t0).unwrap();
+        let c = l.try_admit(t0).unwrap();
+        assert_eq!(
+            l.try_admit(t0).unwrap_err(),
+            None,
+            "three in flight: wait for one"
+        );
+        drop((a, b, c)); // all finish at t0
         let wait = l.try_admit(t0 + Duration::from_millis(400)).unwrap_err();
-        assert_eq!(wait, Duration::from_millis(1050 - 400));
-        // Right after the first three leave the (padded) window, three more fit, not six.
-        let t1 = t0 + Duration::from_millis(1050);
-        for _ in 0..3 {
-            assert!(l.try_admit(t1).is_ok());
-        }
+        assert_eq!(wait, Some(Duration::from_millis(600)));
+        // Once they leave the window, three more fit, not six.
+        let t1 = t0 + Duration::from_millis(1000);
+        let _held: Vec<_> = (0..3).map(|_| l.try_admit(t1).unwrap()).collect();
         assert!(l.try_admit(t1).is_err());
     }
 
@@ -143,17 +200,19 @@ mod tests {
         // 5 per second, 2 per 100 ms.
         let l = limiter(&[(5, 1000), (2, 100)]);
         let t0 = Instant::now();
-        assert!(l.try_admit(t0).is_ok());
-        assert!(l.try_admit(t0).is_ok());
+        drop(l.try_admit(t0).unwrap());
+        drop(l.try_admit(t0).unwrap());
         assert!(l.try_admit(t0).is_err(), "the short window is full");
-        let t1 = t0 + Duration::from_millis(105);
-        assert!(l.try_admit(t1).is_ok());
-        assert!(l.try_admit(t1).is_ok());
-        let t2 = t0 + Duration::from_millis(210);
-        assert!(l.try_admit(t2).is_ok());
-        let wait = l.try_admit(t2).unwrap_err();
+        tokio::time::advance(Duration::from_millis(100)).await;
+        let t1 = Instant::now();
+        drop(l.try_admit(t1).unwrap());
+        drop(l.try_admit(t1).unwrap());
+        tokio::time::advance(Duration::from_millis(100)).await;
+        let t2 = Instant::now();
+        drop(l.try_admit(t2).unwrap());
+        let wait = l.try_admit(t2).unwrap_err().unwrap();
         assert!(
-            wait > Duration::from_millis(700),
+            wait >= Duration::from_millis(799),
             "the long window is full: {wait:?}"
         );
     }
@@ -161,18 +220,33 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn admit_waits_up_to_the_limit_then_refuses() {
         let l = limiter(&[(1, 1000)]);
-        assert!(l.admit(Instant::now()).await.is_ok());
+        drop(l.admit(Instant::now()).await.unwrap());
         let refused = l
             .admit(Instant::now() + Duration::from_millis(500))
             .await
             .unwrap_err();
         assert!(refused.retry_after > Duration::from_millis(500));
         let started = Instant::now();
-        assert!(
+        drop(
             l.admit(Instant::now() + Duration::from_secs(2))
                 .await
-                .is_ok()
+                .unwrap(),
         );
         assert!(started.elapsed() >= Duration::from_millis(1000));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_wakes_when_a_request_in_flight_finishes() {
+        let l = std::sync::Arc::new(limiter(&[(1, 10)]));
+        let first = l.try_admit(Instant::now()).unwrap();
+        let l2 = l.clone();
+        let waiter = tokio::spawn(async move {
+            l2.admit(Instant::now() + Duration::from_secs(5))
+                .await
+                .map(drop)
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(first);
+        assert!(waiter.await.unwrap().is_ok());
     }
 }

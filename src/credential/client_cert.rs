@@ -11,7 +11,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use secrecy::ExposeSecret;
 
-use super::{CredentialError, read_bytes, read_secret};
+use super::{CredentialError, read_bytes, read_secret, read_secret_bytes};
 use crate::config::ClientCertSource;
 
 /// A loaded certificate chain and private key, checked to belong together.
@@ -27,7 +27,7 @@ impl ClientCert {
     pub fn load(source: &ClientCertSource) -> Result<Self, CredentialError> {
         match source {
             ClientCertSource::Pkcs12 { file, password } => {
-                let data = read_bytes(file)?;
+                let data = read_secret_bytes(file)?;
                 let password = read_secret(password)?;
                 Self::from_pkcs12(&data, password.expose_secret(), file)
             }
@@ -46,7 +46,7 @@ impl ClientCert {
                 if chain.is_empty() {
                     return Err(pem_err(cert_file, "holds no CERTIFICATE block".into()));
                 }
-                let key_pem = read_bytes(key_file)?;
+                let key_pem = read_secret_bytes(key_file)?;
                 let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| {
                     pem_err(
                         key_file,

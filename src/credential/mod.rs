@@ -56,13 +56,37 @@ pub fn read_secret(source: &SecretSource) -> Result<SecretString, CredentialErro
         SecretSource::Env(var) => Zeroizing::new(
             std::env::var(var).map_err(|_| CredentialError::EnvMissing(var.clone()))?,
         ),
-        SecretSource::File(path) => Zeroizing::new(read_text(path)?),
+        SecretSource::File(path) => {
+            warn_if_exposed(path);
+            Zeroizing::new(read_text(path)?)
+        }
     };
     let trimmed = text.trim_end_matches(['\n', '\r']);
     if trimmed.is_empty() {
         return Err(CredentialError::Empty(source.to_string()));
     }
     Ok(SecretString::from(trimmed.to_owned()))
+}
+
+/// Read a file holding key material (a PKCS#12 archive, a PEM key): like [`read_bytes`],
+/// and warn if every user of the host may read it.
+pub fn read_secret_bytes(path: &Path) -> Result<Zeroizing<Vec<u8>>, CredentialError> {
+    warn_if_exposed(path);
+    read_bytes(path)
+}
+
+/// A secret file readable by "other" is readable by every local user: say so.
+fn warn_if_exposed(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o004 != 0
+    {
+        tracing::warn!(
+            file = %path.display(),
+            mode = format!("{:o}", meta.permissions().mode() & 0o777),
+            "a secret file is readable by every user of this host; make it 0400 or 0440"
+        );
+    }
 }
 
 /// Read a whole file into memory that is wiped when dropped.

@@ -70,17 +70,24 @@ pub async fn exchange(
     let mut reloaded = false;
     loop {
         attempt += 1;
-        if let Some(limiter) = &route.limiter {
-            let until = deadline.min(Instant::now() + route.config().rate_limit.max_wait);
-            if let Err(limited) = limiter.admit(until).await {
-                metrics.rate_limited(name);
-                tracing::warn!(route = name, retry_after = ?limited.retry_after, "rate limit: refusing rather than exceed DigiCert's windows");
-                return Err(ProxyError::RateLimited {
-                    route: name.to_string(),
-                    retry_after: limited.retry_after,
-                });
+        // Held until DigiCert's answer (or the failure) arrives: see rate_limit.rs.
+        let slot = match &route.limiter {
+            None => None,
+            Some(limiter) => {
+                let until = deadline.min(Instant::now() + route.config().rate_limit.max_wait);
+                match limiter.admit(until).await {
+                    Ok(permit) => Some(permit),
+                    Err(limited) => {
+                        metrics.rate_limited(name);
+                        tracing::warn!(route = name, retry_after = ?limited.retry_after, "rate limit: refusing rather than exceed DigiCert's windows");
+                        return Err(ProxyError::RateLimited {
+                            route: name.to_string(),
+                            retry_after: limited.retry_after,
+                        });
+                    }
+                }
             }
-        }
+        };
         let live = route.store.current();
         let mut headers = head.headers.clone();
         if let Some(key) = &live.api_key {
@@ -100,6 +107,7 @@ pub async fn exchange(
 
         let may_retry = idempotent && body.replayable() && attempt < attempts;
         let sent = tokio::time::timeout_at(deadline, live.client.send(req)).await;
+        drop(slot);
         let resp = match sent {
             Err(_) => return Err(ProxyError::UpstreamTimeout(timeout)),
             Ok(Err(e)) => {

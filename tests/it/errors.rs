@@ -146,3 +146,33 @@ async fn connect_and_trace_are_405() {
     assert!(w.mock.seen().is_empty());
     s.stop().await;
 }
+
+#[tokio::test]
+async fn heads_over_the_limits_are_431_in_digicerts_shape() {
+    let w = World::new().await;
+    let toml = format!(
+        "{}max_header_bytes = \"16KiB\"\n{}",
+        w.server_toml(),
+        w.certcentral_route("cc", "/")
+    );
+    let s = Running::start(&toml).await;
+    let mut many = String::new();
+    for i in 0..101 {
+        many.push_str(&format!("x-h{i}: v\r\n"));
+    }
+    let big = format!("x-big: {}\r\n", "a".repeat(17 * 1024));
+    for extra in [many, big] {
+        let mut tcp = tokio::net::TcpStream::connect(s.addr()).await.unwrap();
+        let req = format!(
+            "GET /services/v2/user/me HTTP/1.1\r\nHost: localhost\r\n{extra}Connection: close\r\n\r\n"
+        );
+        tcp.write_all(req.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+        assert!(answer.contains("sidecar_headers_too_large"), "{answer}");
+    }
+    assert!(w.mock.seen().is_empty());
+    s.stop().await;
+}

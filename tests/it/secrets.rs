@@ -42,6 +42,7 @@ async fn no_secret_in_logs_bodies_check_or_debug() {
         format!("{CANARY_P12_PASSWORD}\n").as_bytes(),
     );
     let port = free_port();
+    let admin = free_port();
     let dead = free_port();
     let cc = w.certcentral_route("cc", "/");
     let one = format!(
@@ -63,7 +64,7 @@ async fn no_secret_in_logs_bodies_check_or_debug() {
         .certcentral_route("dead", "/dead")
         .replace(&w.mock.url(), &dead_url);
     let toml = format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin = \"off\"\nmax_request_body = \"1KiB\"\nrequest_timeout = \"1s\"\n[log]\nlevel = \"trace\"\nformat = \"json\"\n{cc}{one}{mtls}{stm}{dead}"
+        "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin = \"127.0.0.1:{admin}\"\nmax_request_body = \"1KiB\"\nrequest_timeout = \"1s\"\n[log]\nlevel = \"trace\"\nformat = \"json\"\n{cc}{one}{mtls}{stm}{dead}"
     );
     let config_path = w.config_file(&toml);
     let mut p = Process::spawn(
@@ -117,7 +118,15 @@ async fn no_secret_in_logs_bodies_check_or_debug() {
     );
     record(send(&h1, "TRACE", &url("/"), &[], Bytes::new()).await, 405);
     record(get(&url("/a/../b"), &[]).await, 400);
-    assert_clean("responses", &seen);
+    for path in ["/metrics", "/readyz", "/healthz", "/nothing"] {
+        let got = get(&format!("http://127.0.0.1:{admin}{path}"), &[]).await;
+        seen.push_str(&format!("{:?}\n{}\n", got.headers, got.text()));
+    }
+    assert!(
+        seen.contains("digicert_sidecar_requests_total"),
+        "metrics were read"
+    );
+    assert_clean("responses and admin answers", &seen);
 
     p.signal("TERM");
     p.wait(Duration::from_secs(10)).await.expect("exits");
