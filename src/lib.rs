@@ -16,6 +16,8 @@ pub mod credential;
 pub mod demo;
 pub mod door;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hardening;
 pub mod headers;
 pub mod health;

@@ -79,6 +79,8 @@ pub fn http_builder(server: &Server) -> auto::Builder<TokioExecutor> {
         .http1()
         .timer(TokioTimer::new())
         .keep_alive(true)
+        // A client that shuts down its sending side still gets its answer.
+        .half_close(true)
         .header_read_timeout(server.header_read_timeout)
         // Above the limits `proxy.rs` enforces with a JSON 431, so that heads just over
         // them get the DigiCert-shaped answer; these are the hard backstop.

@@ -142,6 +142,24 @@ impl Sidecar {
         self.admin.as_ref().and_then(|a| a.local_addr().ok())
     }
 
+    /// Serve one connection, given as any byte stream, as the first listener would (for
+    /// in-memory tests and fuzzing).
+    pub async fn serve_io<IO>(&self, io: IO)
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Some((_, proxy)) = self.listeners.first() else {
+            return;
+        };
+        let builder = listener::http_builder(&self.config.server);
+        let proxy = proxy.clone();
+        let peer = crate::proxy::Peer::Tcp(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+        let service = hyper::service::service_fn(move |req| proxy.clone().handle(peer, req));
+        let _ = builder
+            .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+            .await;
+    }
+
     /// The bound TCP address serving route `name`.
     pub fn route_addr(&self, name: &str) -> Option<ListenAddr> {
         let wanted = self

@@ -1,0 +1,6 @@
+#![no_main]
+//! Fuzz target: see `digicert_sidecar::fuzzing::http_stack`.
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    digicert_sidecar::fuzzing::http_stack(data);
+});
