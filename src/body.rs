@@ -42,6 +42,9 @@ pub enum BodyError {
     /// No bytes for longer than the idle timeout.
     #[error("body stalled for longer than {0:?}")]
     Idle(Duration),
+    /// The body underneath failed (bad chunked framing, connection cut).
+    #[error("the body is malformed or was cut off")]
+    Broken,
 }
 
 /// Told how a body ended: `bytes` passed, and whether it reached its end cleanly.
@@ -148,7 +151,12 @@ where
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(Some(Err(e))) => {
+                if let Some(f) = this.fault {
+                    let _ = f.set(BodyError::Broken);
+                }
+                Poll::Ready(Some(Err(e.into())))
+            }
             Poll::Ready(None) => {
                 this.tail.complete.set(true);
                 Poll::Ready(None)

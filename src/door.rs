@@ -18,6 +18,7 @@ impl Door {
     /// Run every check; the first failure is the answer.
     pub fn check<B>(&self, req: &Request<B>) -> Result<(), ProxyError> {
         check_method(req.method())?;
+        check_transfer_encoding(req.headers())?;
         check_header_names(req.headers())?;
         check_path(req.uri().path())?;
         self.check_host(req)?;
@@ -70,6 +71,25 @@ pub fn check_method(method: &Method) -> Result<(), ProxyError> {
         | Method::DELETE
         | Method::OPTIONS => Ok(()),
         _ => Err(ProxyError::MethodNotAllowed(method.clone())),
+    }
+}
+
+/// A body's framing must be unambiguous: `Transfer-Encoding`, if present, is exactly one
+/// `chunked` (RFC 9112 §6.1). hyper accepts any list ending in `chunked` and would forward
+/// a body whose other codings it never undid.
+pub fn check_transfer_encoding(headers: &HeaderMap) -> Result<(), ProxyError> {
+    let mut codings = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(|c| c.trim_ascii())
+        .filter(|c| !c.is_empty());
+    match (codings.next(), codings.next()) {
+        (None, _) => Ok(()),
+        (Some(c), None) if c.eq_ignore_ascii_case(b"chunked") => Ok(()),
+        _ => Err(ProxyError::BadRequest(
+            "Transfer-Encoding must be exactly \"chunked\"".into(),
+        )),
     }
 }
 

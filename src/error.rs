@@ -130,6 +130,10 @@ impl ProxyError {
                 HeaderValue::from(retry_after.as_secs().max(1)),
             );
         }
+        if let ProxyError::BadRequest(_) | ProxyError::BodyTooLarge(_) = &self {
+            // The rest of the connection cannot be trusted to be framed as the client meant.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let ProxyError::MethodNotAllowed(_) = &self {
             headers.insert(
                 header::ALLOW,
@@ -145,6 +149,9 @@ impl ProxyError {
             BodyError::TooLarge(n) => ProxyError::BodyTooLarge(n),
             BodyError::Idle(d) => {
                 ProxyError::BadRequest(format!("the request body stalled for {d:?}"))
+            }
+            BodyError::Broken => {
+                ProxyError::BadRequest("the request body is malformed or was cut off".into())
             }
         }
     }

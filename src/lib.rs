@@ -12,6 +12,7 @@ pub mod admin;
 pub mod body;
 pub mod check;
 pub mod config;
+pub mod conn_guard;
 pub mod credential;
 pub mod demo;
 pub mod door;

@@ -16,6 +16,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::config::{ListenAddr, Server};
+use crate::conn_guard::ConnGuard;
 use crate::proxy::{Peer, Proxy};
 
 /// A bound listening socket. A Unix socket file is removed when this is dropped.
@@ -104,6 +105,10 @@ pub fn http_builder(server: &Server) -> auto::Builder<TokioExecutor> {
 pub struct Shared {
     pub builder: auto::Builder<TokioExecutor>,
     pub connections: Arc<Semaphore>,
+    /// How long a new connection may take to show which protocol it speaks.
+    pub first_bytes: Duration,
+    /// How long writes to a client may stall (it stopped reading) before it is dropped.
+    pub write_stall: Duration,
 }
 
 /// Accept until `stop` turns true. Each connection is watched by a graceful-shutdown
@@ -183,6 +188,7 @@ fn spawn_conn<IO>(
     let shared = shared.clone();
     tokio::spawn(async move {
         let service = service_fn(move |req| proxy.clone().handle(peer, req));
+        let io = ConnGuard::new(io, shared.first_bytes, shared.write_stall);
         let conn = shared.builder.serve_connection(TokioIo::new(io), service);
         if let Err(e) = watcher.watch(conn).await {
             tracing::debug!(error = %e, "connection ended with an error");

@@ -155,6 +155,12 @@ impl Sidecar {
         let proxy = proxy.clone();
         let peer = crate::proxy::Peer::Tcp(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
         let service = hyper::service::service_fn(move |req| proxy.clone().handle(peer, req));
+        let server = &self.config.server;
+        let io = crate::conn_guard::ConnGuard::new(
+            io,
+            server.header_read_timeout,
+            server.body_idle_timeout,
+        );
         let _ = builder
             .serve_connection(hyper_util::rt::TokioIo::new(io), service)
             .await;
@@ -188,6 +194,8 @@ impl Sidecar {
         let shared = Arc::new(Shared {
             builder: listener::http_builder(server),
             connections: Arc::new(Semaphore::new(server.max_connections)),
+            first_bytes: server.header_read_timeout,
+            write_stall: server.body_idle_timeout,
         });
         let graceful = Arc::new(GracefulShutdown::new());
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -6,6 +6,8 @@ mod cli;
 mod credentials;
 mod errors;
 mod guardrails;
+mod hardening_inbound;
+mod hardening_upstream;
 mod inbound;
 mod lifecycle;
 mod rotation;
