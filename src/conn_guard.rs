@@ -22,7 +22,9 @@ pub struct ConnGuard<IO> {
     seen: usize,
     prefix: [u8; 4],
     write_stall: Duration,
+    /// Made on the first stall and re-armed at each new one.
     stalled: Option<Pin<Box<Sleep>>>,
+    stall_armed: bool,
 }
 
 impl<IO> ConnGuard<IO> {
@@ -34,6 +36,7 @@ impl<IO> ConnGuard<IO> {
             prefix: [0; 4],
             write_stall,
             stalled: None,
+            stall_armed: false,
         }
     }
 
@@ -52,6 +55,10 @@ impl<IO> ConnGuard<IO> {
         let sleep = self
             .stalled
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(t)));
+        if !self.stall_armed {
+            sleep.as_mut().reset(Instant::now() + t);
+            self.stall_armed = true;
+        }
         ready!(sleep.as_mut().poll(cx));
         Poll::Ready(Err(io::Error::new(
             io::ErrorKind::TimedOut,
@@ -94,6 +101,26 @@ impl<IO: AsyncRead + Unpin> AsyncRead for ConnGuard<IO> {
     }
 }
 
+impl<IO> ConnGuard<IO> {
+    /// Pass a write-side poll through; while it is pending, run the stall deadline.
+    fn guard<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        match polled {
+            Poll::Ready(r) => {
+                self.stall_armed = false;
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                ready!(self.poll_stall(cx))?;
+                Poll::Pending
+            }
+        }
+    }
+}
+
 impl<IO: AsyncWrite + Unpin> AsyncWrite for ConnGuard<IO> {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -101,19 +128,8 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for ConnGuard<IO> {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.io).poll_write(cx, data) {
-            Poll::Ready(r) => {
-                if let Some(s) = this.stalled.as_mut() {
-                    s.as_mut().reset(Instant::now() + this.write_stall);
-                }
-                this.stalled = None;
-                Poll::Ready(r)
-            }
-            Poll::Pending => {
-                ready!(this.poll_stall(cx))?;
-                Poll::Pending
-            }
-        }
+        let polled = Pin::new(&mut this.io).poll_write(cx, data);
+        this.guard(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -122,16 +138,8 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for ConnGuard<IO> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.io).poll_write_vectored(cx, bufs) {
-            Poll::Ready(r) => {
-                this.stalled = None;
-                Poll::Ready(r)
-            }
-            Poll::Pending => {
-                ready!(this.poll_stall(cx))?;
-                Poll::Pending
-            }
-        }
+        let polled = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.guard(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -140,16 +148,8 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for ConnGuard<IO> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.io).poll_flush(cx) {
-            Poll::Ready(r) => {
-                this.stalled = None;
-                Poll::Ready(r)
-            }
-            Poll::Pending => {
-                ready!(this.poll_stall(cx))?;
-                Poll::Pending
-            }
-        }
+        let polled = Pin::new(&mut this.io).poll_flush(cx);
+        this.guard(cx, polled)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
