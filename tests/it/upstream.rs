@@ -146,6 +146,9 @@ async fn one_hundred_sequential_requests_use_at_most_two_tls_connections() {
         assert_eq!(got.status, 200);
     }
     let mtls_route = w.mock.tls_connections() - header_route;
+    eprintln!(
+        "upstream TLS connections for 100 sequential requests: header route {header_route}, mTLS route {mtls_route}"
+    );
     assert!(
         mtls_route <= 2,
         "{mtls_route} mTLS connections for 100 requests"
