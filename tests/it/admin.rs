@@ -4,10 +4,6 @@ use std::time::Duration;
 
 use crate::support::*;
 
-fn with_admin(toml: &str) -> String {
-    toml.replace("admin = \"off\"", "admin = \"127.0.0.1:0\"")
-}
-
 #[tokio::test]
 async fn healthz_readyz_metrics_and_nothing_else() {
     let w = World::new().await;

@@ -19,10 +19,6 @@ async fn raw(addr: std::net::SocketAddr, request: &str) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
-fn with_admin(toml: &str) -> String {
-    toml.replace("admin = \"off\"", "admin = \"127.0.0.1:0\"")
-}
-
 #[tokio::test]
 async fn the_door_refuses_before_anything_reaches_the_upstream() {
     let w = World::new().await;

@@ -28,10 +28,6 @@ fn k8s_secret(dir: &Path, generation: &str, files: &[(&str, &[u8])]) {
     }
 }
 
-fn with_admin(toml: &str) -> String {
-    toml.replace("admin = \"off\"", "admin = \"127.0.0.1:0\"")
-}
-
 async fn works(s: &Running, path: &str) -> bool {
     get(&s.url(path), &[]).await.status == 200
 }

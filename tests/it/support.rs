@@ -123,6 +123,11 @@ impl World {
     }
 }
 
+/// The same configuration with the admin listener on an ephemeral port.
+pub fn with_admin(toml: &str) -> String {
+    toml.replace("admin = \"off\"", "admin = \"127.0.0.1:0\"")
+}
+
 /// A sidecar served in this process by the real `Sidecar::bind` + `serve`.
 pub struct Running {
     pub addrs: Vec<ListenAddr>,
