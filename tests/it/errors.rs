@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::*;
 
@@ -108,7 +107,6 @@ async fn a_body_over_the_limit_is_413_whether_declared_or_streamed() {
     assert_eq!(ok.json()["bytes"], 1000);
 
     // Chunked, no length: cut off when the limit is crossed.
-    let mut tcp = tokio::net::TcpStream::connect(s.addr()).await.unwrap();
     let mut req = b"POST /_test/upload HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
     for _ in 0..4 {
         req.extend_from_slice(b"400\r\n");
@@ -116,10 +114,7 @@ async fn a_body_over_the_limit_is_413_whether_declared_or_streamed() {
         req.extend_from_slice(b"\r\n");
     }
     req.extend_from_slice(b"0\r\n\r\n");
-    tcp.write_all(&req).await.unwrap();
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await;
-    let answer = String::from_utf8_lossy(&answer);
+    let answer = raw(s.addr(), req).await;
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("sidecar_body_too_large"), "{answer}");
     s.stop().await;
@@ -162,14 +157,10 @@ async fn heads_over_the_limits_are_431_in_digicerts_shape() {
     }
     let big = format!("x-big: {}\r\n", "a".repeat(17 * 1024));
     for extra in [many, big] {
-        let mut tcp = tokio::net::TcpStream::connect(s.addr()).await.unwrap();
         let req = format!(
             "GET /services/v2/user/me HTTP/1.1\r\nHost: localhost\r\n{extra}Connection: close\r\n\r\n"
         );
-        tcp.write_all(req.as_bytes()).await.unwrap();
-        let mut answer = Vec::new();
-        let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await;
-        let answer = String::from_utf8_lossy(&answer);
+        let answer = raw(s.addr(), req).await;
         assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
         assert!(answer.contains("sidecar_headers_too_large"), "{answer}");
     }

@@ -123,6 +123,17 @@ impl World {
     }
 }
 
+/// Send raw bytes, read the whole answer (the request says `Connection: close`), for at
+/// most 5 s.
+pub async fn raw(addr: SocketAddr, request: impl AsRef<[u8]>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(request.as_ref()).await.expect("send");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 /// The same configuration with the admin listener on an ephemeral port.
 pub fn with_admin(toml: &str) -> String {
     toml.replace("admin = \"off\"", "admin = \"127.0.0.1:0\"")
