@@ -19,60 +19,142 @@ impl Door {
     pub fn check<B>(&self, req: &Request<B>) -> Result<(), ProxyError> {
         check_method(req.method())?;
         check_transfer_encoding(req.headers())?;
-        check_header_names(req.headers())?;
+        let names = NameScan::of(req.headers());
+        if let Some(name) = names.underscore {
+            return Err(underscore(name));
+        }
         check_path(req.uri().path())?;
         self.check_host(req)?;
-        check_browser(req.headers())
+        if names.browser {
+            return Err(ProxyError::BrowserDenied);
+        }
+        Ok(())
     }
 
     fn check_host<B>(&self, req: &Request<B>) -> Result<(), ProxyError> {
         let host = match req.uri().authority() {
-            Some(a) => a.host().to_string(),
+            Some(a) => a.host(),
             None => match req.headers().get(header::HOST) {
                 None => return Ok(()),
-                Some(v) => {
-                    let v = v.to_str().map_err(|_| {
-                        ProxyError::BadRequest("the Host header is not text".into())
-                    })?;
-                    let auth: http::uri::Authority = v.parse().map_err(|_| {
-                        ProxyError::BadRequest("the Host header is malformed".into())
-                    })?;
-                    auth.host().to_string()
-                }
+                Some(v) => host_of(v.as_bytes())?,
             },
         };
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_ascii_lowercase();
-        let loopback = host == "localhost"
-            || host.ends_with(".localhost")
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let loopback = host.eq_ignore_ascii_case("localhost")
+            || host
+                .len()
+                .checked_sub(".localhost".len())
+                .and_then(|i| host.get(i..))
+                .is_some_and(|end| end.eq_ignore_ascii_case(".localhost"))
             || host
                 .parse::<std::net::IpAddr>()
                 .is_ok_and(|ip| ip.is_loopback());
-        if loopback || self.allowed_hosts.contains(&host) {
+        if loopback
+            || self
+                .allowed_hosts
+                .iter()
+                .any(|h| h.eq_ignore_ascii_case(host))
+        {
             Ok(())
         } else {
             Err(ProxyError::HostDenied(format!(
-                "Host `{host}` is neither loopback, this listener, nor a configured upstream"
+                "Host `{}` is neither loopback, this listener, nor a configured upstream",
+                host.to_ascii_lowercase()
             )))
         }
     }
 }
 
-/// GET, HEAD, POST, PUT, PATCH, DELETE and OPTIONS only (no CONNECT, no TRACE).
-pub fn check_method(method: &Method) -> Result<(), ProxyError> {
-    match *method {
-        Method::GET
-        | Method::HEAD
-        | Method::POST
-        | Method::PUT
-        | Method::PATCH
-        | Method::DELETE
-        | Method::OPTIONS => Ok(()),
-        _ => Err(ProxyError::MethodNotAllowed(method.clone())),
+/// The host of a `Host` header value, `host[:port]`: a name, an IPv4 address or an
+/// `[IPv6]` literal (brackets kept). Anything else, userinfo included, is malformed.
+fn host_of(value: &[u8]) -> Result<&str, ProxyError> {
+    let malformed = || ProxyError::BadRequest("the Host header is malformed".into());
+    let text = std::str::from_utf8(value)
+        .map_err(|_| ProxyError::BadRequest("the Host header is not text".into()))?;
+    let (host, port) = match text.strip_prefix('[') {
+        Some(rest) => {
+            let end = rest.find(']').ok_or_else(malformed)?;
+            let (literal, port) = rest.split_at(end + 1);
+            if !literal[..end]
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'))
+            {
+                return Err(malformed());
+            }
+            (&text[..end + 2], port)
+        }
+        None => {
+            let (host, port) = match text.find(':') {
+                Some(i) => text.split_at(i),
+                None => (text, ""),
+            };
+            if !host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+            {
+                return Err(malformed());
+            }
+            (host, port)
+        }
+    };
+    let port_ok = port.is_empty()
+        || port
+            .strip_prefix(':')
+            .is_some_and(|p| p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    if host.is_empty() || !port_ok {
+        return Err(malformed());
+    }
+    Ok(host)
+}
+
+/// What one walk over the header names finds.
+struct NameScan<'a> {
+    /// The first name with `_`: refused, as some servers read `X_DC_DEVKEY` as
+    /// `X-DC-DEVKEY`.
+    underscore: Option<&'a http::HeaderName>,
+    /// `Origin` or `Sec-Fetch-*`: a browser sent it; the sidecar serves programs.
+    browser: bool,
+}
+
+impl<'a> NameScan<'a> {
+    fn of(headers: &'a HeaderMap) -> Self {
+        let mut scan = NameScan {
+            underscore: None,
+            browser: false,
+        };
+        for name in headers.keys() {
+            if scan.underscore.is_none() && name.as_str().contains('_') {
+                scan.underscore = Some(name);
+            }
+            scan.browser |= *name == header::ORIGIN || name.as_str().starts_with("sec-fetch-");
+        }
+        scan
     }
 }
+
+fn underscore(name: &http::HeaderName) -> ProxyError {
+    ProxyError::BadRequest(format!("header name `{name}` contains '_'; use '-'"))
+}
+
+/// GET, HEAD, POST, PUT, PATCH, DELETE and OPTIONS only (no CONNECT, no TRACE).
+pub fn check_method(method: &Method) -> Result<(), ProxyError> {
+    if ALLOWED_METHODS.contains(method) {
+        Ok(())
+    } else {
+        Err(ProxyError::MethodNotAllowed(method.clone()))
+    }
+}
+
+/// The methods DigiCert's APIs use; anything else is refused with 405.
+pub const ALLOWED_METHODS: [Method; 7] = [
+    Method::GET,
+    Method::HEAD,
+    Method::POST,
+    Method::PUT,
+    Method::PATCH,
+    Method::DELETE,
+    Method::OPTIONS,
+];
 
 /// A body's framing must be unambiguous: `Transfer-Encoding`, if present, is exactly one
 /// `chunked` (RFC 9112 §6.1). hyper accepts any list ending in `chunked` and would forward
@@ -93,16 +175,6 @@ pub fn check_transfer_encoding(headers: &HeaderMap) -> Result<(), ProxyError> {
     }
 }
 
-/// Header names with `_` are refused: some servers read `X_DC_DEVKEY` as `X-DC-DEVKEY`.
-pub fn check_header_names(headers: &HeaderMap) -> Result<(), ProxyError> {
-    match headers.keys().find(|name| name.as_str().contains('_')) {
-        Some(name) => Err(ProxyError::BadRequest(format!(
-            "header name `{name}` contains '_'; use '-'"
-        ))),
-        None => Ok(()),
-    }
-}
-
 /// Paths with dot segments, encoded dots or slashes, backslashes or empty segments are
 /// refused: the policy and DigiCert could read them differently.
 pub fn check_path(path: &str) -> Result<(), ProxyError> {
@@ -116,29 +188,20 @@ pub fn check_path(path: &str) -> Result<(), ProxyError> {
     if path.contains('\\') {
         return bad("contains a backslash");
     }
-    let lower = path.to_ascii_lowercase();
-    if lower.contains("%2e")
-        || lower.contains("%2f")
-        || lower.contains("%5c")
-        || lower.contains("%00")
-    {
+    let encoded = |w: &[u8]| {
+        w[0] == b'%'
+            && matches!(
+                (w[1], w[2].to_ascii_lowercase()),
+                (b'2', b'e' | b'f') | (b'5', b'c') | (b'0', b'0')
+            )
+    };
+    if path.as_bytes().windows(3).any(encoded) {
         return bad("contains an encoded '.', '/', '\\' or NUL");
     }
     if path.split('/').any(|seg| seg == "." || seg == "..") {
         return bad("contains a '.' or '..' segment");
     }
     Ok(())
-}
-
-/// A browser marks its requests with `Origin` or `Sec-Fetch-*`; the sidecar serves programs.
-pub fn check_browser(headers: &HeaderMap) -> Result<(), ProxyError> {
-    let from_browser = headers.contains_key(header::ORIGIN)
-        || headers.keys().any(|k| k.as_str().starts_with("sec-fetch-"));
-    if from_browser {
-        Err(ProxyError::BrowserDenied)
-    } else {
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -160,6 +223,8 @@ mod tests {
             "/a%2Fb",
             "/a\\b",
             "/a%5cb",
+            "/a%2E",
+            "/a%00b",
         ] {
             assert!(check_path(bad).is_err(), "{bad}");
         }
@@ -195,7 +260,27 @@ mod tests {
         ] {
             assert!(door.check(&req(ok)).is_ok(), "{ok}");
         }
-        for bad in ["evil.example", "10.0.0.1", "digicert.com.evil"] {
+        for ok in [
+            "LOCALHOST",
+            "api.localhost:1",
+            "WWW.DigiCert.com:443",
+            "[::1]",
+        ] {
+            assert!(door.check(&req(ok)).is_ok(), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "10.0.0.1",
+            "digicert.com.evil",
+            "localhost.evil",
+            "user@localhost",
+            "localhost:80:80",
+            "localhost:x",
+            "[::1",
+            "[zz]:80",
+            ":80",
+            "",
+        ] {
             assert!(door.check(&req(bad)).is_err(), "{bad}");
         }
     }

@@ -25,6 +25,14 @@ pub const CREDENTIAL_HEADERS: [HeaderName; 4] = [
 
 /// Remove hop-by-hop headers, including those the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages have none: one walk over the names decides (a hash lookup per
+    // hop-by-hop name cost more than the walk).
+    if !headers
+        .keys()
+        .any(|name| HOP_BY_HOP.contains(name) || *name == header::PROXY_AUTHENTICATE)
+    {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()

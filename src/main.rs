@@ -67,9 +67,9 @@ fn main() -> ExitCode {
             }
         }
         Command::Demo { listen } => {
-            telemetry::init(config::LogFormat::Text, "info");
+            let _log = telemetry::init(config::LogFormat::Text, "info");
             hardening::lock_down();
-            let result = runtime().block_on(demo::run(listen));
+            let result = runtime(1).block_on(demo::run(listen));
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -89,9 +89,9 @@ fn run(path: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    telemetry::init(config.log.format, &config.log.level);
+    let _log = telemetry::init(config.log.format, &config.log.level);
     hardening::lock_down();
-    runtime().block_on(async move {
+    runtime(config.server.worker_threads).block_on(async move {
         match digicert_sidecar::Sidecar::bind(config).await {
             Ok(sidecar) => {
                 sidecar.serve(server::termination_signal()).await;
@@ -106,8 +106,18 @@ fn run(path: Option<PathBuf>) -> ExitCode {
     })
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
+/// One worker: tokio's single-threaded runtime, where a request, its upstream connection
+/// and its access line never change threads (no cross-thread wake-ups, one malloc arena).
+/// More: the work-stealing runtime. See docs/performance.md for the measurements.
+fn runtime(workers: usize) -> tokio::runtime::Runtime {
+    let mut builder = if workers <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
+    };
+    builder
         .enable_all()
         .build()
         .expect("the tokio runtime starts")

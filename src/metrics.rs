@@ -2,6 +2,7 @@
 //! by the admin listener. No label ever holds a header value, a path or a secret: only route
 //! names, methods from a fixed set, status codes and fixed reason words.
 
+use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
 
 use http::{Method, StatusCode};
@@ -12,16 +13,18 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+/// Labels of the per-request families. Built for every request, so nothing in it
+/// allocates: the route name is shared, the method is one of a fixed set.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub route: String,
-    pub method: String,
-    pub status: String,
+    pub route: Arc<str>,
+    pub method: &'static str,
+    pub status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabel {
-    pub route: String,
+    pub route: Arc<str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -50,6 +53,8 @@ pub struct Metrics {
     rate_limited: Family<RouteLabel, Counter>,
     retries: Family<RouteLabel, Counter>,
     valid: Family<RouteLabel, Gauge<i64, AtomicI64>>,
+    /// The route label of requests no route took.
+    unrouted: Arc<str>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -139,6 +144,7 @@ impl Metrics {
             rate_limited,
             retries,
             valid,
+            unrouted: Arc::from("none"),
         }
     }
 
@@ -151,22 +157,26 @@ impl Metrics {
         out
     }
 
-    pub fn request(&self, route: &str, method: &Method, status: StatusCode, seconds: f64) {
-        // The methods the door lets through, so the label set stays small.
-        let method = if crate::door::check_method(method).is_ok() {
-            method.as_str()
-        } else {
-            "OTHER"
-        };
+    /// One answered request; `route` is `None` when no route took it.
+    pub fn request(
+        &self,
+        route: Option<&Arc<str>>,
+        method: &Method,
+        status: StatusCode,
+        seconds: f64,
+    ) {
+        let route = route.unwrap_or(&self.unrouted);
         self.requests
             .get_or_create(&RequestLabels {
-                route: route.to_string(),
-                method: method.to_string(),
-                status: status.as_str().to_string(),
+                route: route.clone(),
+                method: method_label(method),
+                status: status.as_u16(),
             })
             .inc();
         self.duration
-            .get_or_create(&route_label(route))
+            .get_or_create(&RouteLabel {
+                route: route.clone(),
+            })
             .observe(seconds);
     }
 
@@ -229,8 +239,17 @@ impl Metrics {
 
 fn route_label(route: &str) -> RouteLabel {
     RouteLabel {
-        route: route.to_string(),
+        route: Arc::from(route),
     }
+}
+
+/// The methods the door lets through by name, anything else as `OTHER`, so the label set
+/// stays small.
+fn method_label(method: &Method) -> &'static str {
+    crate::door::ALLOWED_METHODS
+        .iter()
+        .find(|m| *m == method)
+        .map_or("OTHER", Method::as_str)
 }
 
 #[cfg(test)]
@@ -241,13 +260,15 @@ mod tests {
     fn names_are_those_of_the_spec() {
         let m = Metrics::new();
         m.register_route("cc");
-        m.request("cc", &Method::GET, StatusCode::OK, 0.01);
+        m.request(Some(&Arc::from("cc")), &Method::GET, StatusCode::OK, 0.01);
+        m.request(None, &Method::CONNECT, StatusCode::METHOD_NOT_ALLOWED, 0.0);
         m.upstream_error("cc", "upstream_tls");
         m.cert_not_after("cc", 1_900_000_000);
         m.credential_valid("cc", true);
         let text = m.render();
         for name in [
             "digicert_sidecar_requests_total{route=\"cc\",method=\"GET\",status=\"200\"} 1",
+            "digicert_sidecar_requests_total{route=\"none\",method=\"OTHER\",status=\"405\"} 1",
             "digicert_sidecar_request_duration_seconds_bucket",
             "digicert_sidecar_upstream_errors_total{route=\"cc\",reason=\"upstream_tls\"} 1",
             "digicert_sidecar_credential_reloads_total{route=\"cc\",result=\"error\"} 0",

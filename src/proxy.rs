@@ -20,7 +20,7 @@ use crate::headers;
 use crate::metrics::Metrics;
 use crate::policy;
 use crate::router::Router;
-use crate::telemetry::AccessLog;
+use crate::telemetry::{AccessLog, RequestId};
 use crate::upstream::exchange::{Head, Outgoing, REPLAY_LIMIT, exchange};
 
 /// Header carrying the request id, added when the client did not send a usable one.
@@ -67,7 +67,11 @@ impl Proxy {
         mut req: Request<Incoming>,
     ) -> Result<Response<ProxyBody>, Infallible> {
         let request_id = request_id(&mut req);
-        let mut log = AccessLog::new(request_id, req.method().clone(), req.uri().path());
+        let mut log = AccessLog::new(
+            request_id,
+            req.method().clone(),
+            req.uri().path_and_query().cloned(),
+        );
         log.metrics = Some(self.metrics.clone());
         let mut resp = match self.forward(peer, req, &mut log).await {
             Ok(resp) => resp,
@@ -110,7 +114,7 @@ impl Proxy {
             .then(|| req.uri().host())
             .flatten();
         let (route, path_and_query) = self.router.select(req.uri(), proxy_host)?;
-        log.route = Some(route.name().to_string());
+        log.route = Some(route.label.clone());
         let cfg = route.config();
 
         if !policy::allows(cfg.policy.allow.as_deref(), req.method(), req.uri().path()) {
@@ -243,21 +247,19 @@ fn check_head_size<B>(req: &Request<B>, max_header_bytes: usize) -> Result<(), P
     Ok(())
 }
 
-/// Keep a well-formed client request id; otherwise make one.
-fn request_id<B>(req: &mut Request<B>) -> String {
-    if let Some(id) = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok())
-        && !id.is_empty()
-        && id.len() <= 128
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+/// Keep a well-formed client request id; otherwise make one and add it to the request.
+fn request_id<B>(req: &mut Request<B>) -> RequestId {
+    if let Some(id) = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| RequestId::from_client(v.as_bytes()))
     {
-        return id.to_string();
+        return id;
     }
-    let id = format!("{:032x}", rand::random::<u128>());
+    let id = RequestId::random();
     req.headers_mut().insert(
         REQUEST_ID,
-        HeaderValue::from_str(&id).expect("hex is a valid header value"),
+        HeaderValue::from_str(id.as_str()).expect("hex is a valid header value"),
     );
     id
 }

@@ -18,12 +18,15 @@ pub struct RouteHandle {
     pub verdict: crate::health::Verdict,
     /// The route's rolling windows, shared by all its callers; `None`: unlimited.
     pub limiter: Option<RateLimiter>,
+    /// The route's name, shared by the access line and the metric labels of each request.
+    pub label: Arc<str>,
 }
 
 impl RouteHandle {
     pub fn new(store: CredentialStore) -> Self {
         Self {
             limiter: RateLimiter::new(&store.route().rate_limit.windows),
+            label: Arc::from(store.route().name.as_str()),
             store: Arc::new(store),
             verdict: Default::default(),
         }

@@ -41,6 +41,8 @@ pub struct RawServer {
     pub max_header_bytes: ByteSize,
     pub max_request_body: ByteSize,
     pub max_connections: usize,
+    /// Threads serving requests. 1 (the default) runs everything on one thread.
+    pub worker_threads: usize,
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
     /// Octal file mode of a Unix listening socket, e.g. `"0660"`.
@@ -60,6 +62,7 @@ impl Default for RawServer {
             max_header_bytes: ByteSize::kib(64),
             max_request_body: ByteSize::mib(10),
             max_connections: 1024,
+            worker_threads: 1,
             shutdown_grace: Duration::from_secs(25),
             unix_socket_mode: "0660".into(),
         }

@@ -35,9 +35,14 @@ pub struct Server {
     pub max_header_bytes: usize,
     pub max_request_body: u64,
     pub max_connections: usize,
+    /// 1: a single-threaded runtime; more: a work-stealing runtime with this many workers.
+    pub worker_threads: usize,
     pub shutdown_grace: Duration,
     pub unix_socket_mode: u32,
 }
+
+/// More worker threads than this is a typo, not a plan.
+pub const MAX_WORKER_THREADS: usize = 256;
 
 /// `[log]`, checked.
 #[derive(Debug, Clone)]
@@ -341,6 +346,12 @@ fn server(raw: &RawServer) -> Result<Server, ConfigError> {
             "must be at least 1",
         ));
     }
+    if !(1..=MAX_WORKER_THREADS).contains(&raw.worker_threads) {
+        return Err(ConfigError::invalid(
+            "server.worker_threads",
+            format!("must be between 1 and {MAX_WORKER_THREADS}"),
+        ));
+    }
     Ok(Server {
         listen,
         allow_non_loopback: raw.allow_non_loopback,
@@ -352,6 +363,7 @@ fn server(raw: &RawServer) -> Result<Server, ConfigError> {
         max_header_bytes,
         max_request_body: raw.max_request_body.as_u64(),
         max_connections: raw.max_connections,
+        worker_threads: raw.worker_threads,
         shutdown_grace: raw.shutdown_grace,
         unix_socket_mode: mode,
     })
@@ -677,6 +689,22 @@ file = "/run/secrets/devkey"
         assert_eq!(c.routes[0].rate_limit.windows.len(), 2);
         assert_eq!(c.routes[0].upstream.host, "www.digicert.com");
         assert_eq!(c.routes[0].upstream.port, 443);
+    }
+
+    #[test]
+    fn worker_threads_default_to_one_and_are_bounded() {
+        assert_eq!(from_toml_str(BASE).unwrap().server.worker_threads, 1);
+        let with = |n: &str| {
+            BASE.replace(
+                "admin = \"off\"",
+                &format!("admin = \"off\"\nworker_threads = {n}"),
+            )
+        };
+        assert_eq!(from_toml_str(&with("4")).unwrap().server.worker_threads, 4);
+        for bad in ["0", "257"] {
+            let err = from_toml_str(&with(bad)).unwrap_err().to_string();
+            assert!(err.contains("server.worker_threads"), "{err}");
+        }
     }
 
     #[test]

@@ -49,6 +49,20 @@ pub fn reload_route(route: &RouteHandle, metrics: &Metrics, cause: &str) -> Opti
     }
 }
 
+/// [`reload_route`] on the blocking pool: reading and decrypting a PKCS#12 file takes
+/// milliseconds of CPU, which must not stall the requests sharing the runtime's thread.
+pub async fn reload_route_off_thread(
+    route: &Arc<RouteHandle>,
+    metrics: &Arc<Metrics>,
+    cause: &'static str,
+) -> Option<Reloaded> {
+    let (route, metrics) = (route.clone(), metrics.clone());
+    tokio::task::spawn_blocking(move || reload_route(&route, &metrics, cause))
+        .await
+        .ok()
+        .flatten()
+}
+
 /// Set the not-after gauge of a route with a client certificate.
 pub fn publish_expiry(route: &RouteHandle, metrics: &Metrics) {
     if let Some(cert) = &route.store.current().client_cert {
@@ -179,7 +193,7 @@ pub async fn run(
             _ = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
                 tracing::info!("SIGHUP: reloading every credential");
                 for r in &routes {
-                    reload_route(r, &metrics, "SIGHUP");
+                    reload_route_off_thread(r, &metrics, "SIGHUP").await;
                 }
             }
             Some(paths) = watch.events.recv() => {
@@ -190,7 +204,7 @@ pub async fn run(
                 }
                 let todo = watch.affected(&changed);
                 for i in todo {
-                    reload_route(&routes[i], &metrics, "file changed");
+                    reload_route_off_thread(&routes[i], &metrics, "file changed").await;
                 }
             }
         }

@@ -52,8 +52,8 @@ impl Outgoing {
 
 /// Send `head` + `body` to the route's upstream until there is an answer to give.
 pub async fn exchange(
-    route: &RouteHandle,
-    metrics: &Metrics,
+    route: &Arc<RouteHandle>,
+    metrics: &Arc<Metrics>,
     head: Head,
     mut body: Outgoing,
     deadline: Instant,
@@ -140,11 +140,13 @@ pub async fn exchange(
                 );
                 if !reloaded {
                     reloaded = true;
-                    let changed = crate::credential::watch::reload_route(
+                    let changed = crate::credential::watch::reload_route_off_thread(
                         route,
                         metrics,
                         "rejected by DigiCert",
-                    ) == Some(Reloaded::Changed);
+                    )
+                    .await
+                        == Some(Reloaded::Changed);
                     if changed && body.replayable() {
                         tracing::info!(
                             route = name,
