@@ -25,21 +25,34 @@ pub const CREDENTIAL_HEADERS: [HeaderName; 4] = [
 
 /// Remove hop-by-hop headers, including those the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages have none: one walk over the names decides (a hash lookup per
-    // hop-by-hop name cost more than the walk).
+    // Most messages have none but `Connection: keep-alive` or `close`: one walk over the
+    // names decides, and those two tokens need no name to be built (no allocation).
     if !headers
         .keys()
         .any(|name| HOP_BY_HOP.contains(name) || *name == header::PROXY_AUTHENTICATE)
     {
         return;
     }
-    let named: Vec<HeaderName> = headers
+    let mut named: Vec<HeaderName> = Vec::new();
+    let mut close = false;
+    for token in headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
+        .map(str::trim)
+    {
+        if token.eq_ignore_ascii_case("close") {
+            close = true;
+        } else if !token.eq_ignore_ascii_case("keep-alive")
+            && let Ok(name) = HeaderName::from_bytes(token.as_bytes())
+        {
+            named.push(name);
+        }
+    }
+    if close {
+        headers.remove("close");
+    }
     for name in named.iter().chain(HOP_BY_HOP.iter()) {
         headers.remove(name);
     }
@@ -67,7 +80,14 @@ mod tests {
     fn connection_named_headers_go_too() {
         let mut h = HeaderMap::new();
         h.insert(header::CONNECTION, HeaderValue::from_static("close, x-foo"));
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_static("Keep-Alive, X-Baz"),
+        );
         h.insert("x-foo", HeaderValue::from_static("1"));
+        h.insert("x-baz", HeaderValue::from_static("1"));
+        h.insert("close", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("x-bar", HeaderValue::from_static("2"));
         h.insert(
             header::TRANSFER_ENCODING,
