@@ -242,7 +242,7 @@ impl TryFrom<RawConfig> for Config {
             },
             level: raw.log.level.clone(),
         };
-        if tracing_subscriber::EnvFilter::try_new(&log.level).is_err() {
+        if crate::telemetry::parse_filter(&log.level).is_err() {
             return Err(ConfigError::invalid(
                 "log.level",
                 format!(
