@@ -33,6 +33,42 @@ pub fn empty() -> ProxyBody {
     Empty::new().map_err(|never| match never {}).boxed_unsync()
 }
 
+pin_project! {
+    /// A body that keeps `held` (a slot) until the body is dropped: after its last frame,
+    /// or when the client goes away.
+    pub struct Holding<B, T> {
+        #[pin]
+        body: B,
+        held: T,
+    }
+}
+
+impl<B, T> Holding<B, T> {
+    pub fn new(body: B, held: T) -> Self {
+        Self { body, held }
+    }
+}
+
+impl<B: Body, T> Body for Holding<B, T> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        self.project().body.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// Why a guarded body was cut short.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 pub enum BodyError {

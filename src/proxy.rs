@@ -12,7 +12,7 @@ use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::body::{Guarded, ProxyBody};
+use crate::body::{Guarded, Holding, ProxyBody};
 use crate::config::Server;
 use crate::door::Door;
 use crate::error::ProxyError;
@@ -21,7 +21,7 @@ use crate::metrics::Metrics;
 use crate::policy;
 use crate::router::Router;
 use crate::telemetry::{AccessLog, RequestId};
-use crate::upstream::exchange::{Head, Outgoing, REPLAY_LIMIT, exchange};
+use crate::upstream::exchange::{Head, Outgoing, REPLAY_LIMIT, exchange, in_flight_slot};
 
 /// Header carrying the request id, added when the client did not send a usable one.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -189,6 +189,7 @@ impl Proxy {
             Outgoing::Streamed(Some(body.boxed_unsync()))
         };
 
+        let slot = in_flight_slot(route, &self.metrics, deadline).await?;
         let started = Instant::now();
         let head = Head {
             method: parts.method,
@@ -216,7 +217,7 @@ impl Proxy {
                 }
             }
         }
-        Ok(resp)
+        Ok(resp.map(|body| Holding::new(body, slot).boxed_unsync()))
     }
 }
 

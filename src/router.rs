@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use http::Uri;
+use tokio::sync::Semaphore;
 
 use crate::credential::CredentialStore;
 use crate::error::ProxyError;
@@ -20,6 +21,8 @@ pub struct RouteHandle {
     pub limiter: Option<RateLimiter>,
     /// The route's name, shared by the access line and the metric labels of each request.
     pub label: Arc<str>,
+    /// Slots for requests at DigiCert at once (`rate_limit.max_in_flight`).
+    pub in_flight: Arc<Semaphore>,
 }
 
 impl RouteHandle {
@@ -27,6 +30,7 @@ impl RouteHandle {
         Self {
             limiter: RateLimiter::new(&store.route().rate_limit.windows),
             label: Arc::from(store.route().name.as_str()),
+            in_flight: Arc::new(Semaphore::new(store.route().rate_limit.max_in_flight)),
             store: Arc::new(store),
             verdict: Default::default(),
         }

@@ -13,11 +13,11 @@ use http::{Method, StatusCode};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::filter::{ParseError, Targets};
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::fmt::format::{Format, Json, JsonFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
+use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::body::OnEnd;
 use crate::config::LogFormat;
@@ -37,7 +37,9 @@ pub fn parse_filter(text: &str) -> Result<Targets, ParseError> {
 /// Install the global subscriber. `RUST_LOG`, when set, overrides `level`. Keep the
 /// returned guard until the process ends: dropping it writes out buffered access lines.
 pub fn init(format: LogFormat, level: &str) -> FlushOnDrop {
-    let from_env = std::env::var("RUST_LOG").ok().filter(|v| !v.trim().is_empty());
+    let from_env = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
     let filter = from_env
         .and_then(|v| parse_filter(&v).ok())
         .or_else(|| parse_filter(level).ok())

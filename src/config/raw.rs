@@ -175,6 +175,9 @@ pub struct RawRateLimit {
     pub windows: Vec<RawWindow>,
     #[serde(default, with = "humantime_serde::option")]
     pub max_wait: Option<Duration>,
+    /// At most this many requests of the route at DigiCert at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<usize>,
 }
 
 /// One rate window: `{ requests = 100, per = "5s" }`.

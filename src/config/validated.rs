@@ -174,11 +174,30 @@ pub struct Policy {
     pub unix_peer_gids: Option<Vec<u32>>,
 }
 
-/// `[routes.rate_limit]`, checked. No windows: no limit.
-#[derive(Debug, Clone, Default)]
+/// `[routes.rate_limit]`, checked. No windows: no limit on the rate.
+#[derive(Debug, Clone)]
 pub struct RateLimit {
     pub windows: Vec<RateWindow>,
+    /// How long a request may wait for a window slot or an in-flight slot before 429.
     pub max_wait: Duration,
+    /// Requests of the route at DigiCert at once; more wait. It also bounds the route's
+    /// upstream HTTP/1.1 connections (one per request in flight) and their memory.
+    pub max_in_flight: usize,
+}
+
+/// Default of `rate_limit.max_in_flight`: far above what DigiCert's rate windows let one
+/// credential use, low enough to bound connections (and memory) under a burst.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 32;
+const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(5);
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self {
+            windows: Vec::new(),
+            max_wait: DEFAULT_MAX_WAIT,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+        }
+    }
 }
 
 /// One rolling window.
@@ -474,6 +493,13 @@ fn route(i: usize, r: &RawRoute, server: &Server) -> Result<Route, ConfigError> 
                     ));
                 }
             }
+            let max_in_flight = rl.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT);
+            if !(1..=10_000).contains(&max_in_flight) {
+                return Err(ConfigError::invalid(
+                    key("rate_limit.max_in_flight"),
+                    "must be between 1 and 10000",
+                ));
+            }
             RateLimit {
                 windows: rl
                     .windows
@@ -483,12 +509,13 @@ fn route(i: usize, r: &RawRoute, server: &Server) -> Result<Route, ConfigError> 
                         per: w.per,
                     })
                     .collect(),
-                max_wait: rl.max_wait.unwrap_or(Duration::from_secs(5)),
+                max_wait: rl.max_wait.unwrap_or(DEFAULT_MAX_WAIT),
+                max_in_flight,
             }
         }
         None if CERTCENTRAL_HOSTS.contains(&upstream.host.as_str()) => RateLimit {
             windows: certcentral_windows(),
-            max_wait: Duration::from_secs(5),
+            ..RateLimit::default()
         },
         None => RateLimit::default(),
     };
@@ -704,6 +731,20 @@ file = "/run/secrets/devkey"
         for bad in ["0", "257"] {
             let err = from_toml_str(&with(bad)).unwrap_err().to_string();
             assert!(err.contains("server.worker_threads"), "{err}");
+        }
+    }
+
+    #[test]
+    fn max_in_flight_defaults_and_is_bounded() {
+        let c = from_toml_str(BASE).unwrap();
+        assert_eq!(c.routes[0].rate_limit.max_in_flight, 32);
+        let with = |n: &str| format!("{BASE}[routes.rate_limit]\nmax_in_flight = {n}\n");
+        let c = from_toml_str(&with("4")).unwrap();
+        assert_eq!(c.routes[0].rate_limit.max_in_flight, 4);
+        assert!(c.routes[0].rate_limit.windows.is_empty());
+        for bad in ["0", "10001"] {
+            let err = from_toml_str(&with(bad)).unwrap_err().to_string();
+            assert!(err.contains("max_in_flight"), "{err}");
         }
     }
 

@@ -2,6 +2,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -201,6 +202,7 @@ async fn test_endpoint(ctx: &Ctx, rest: &str, req: Request<Incoming>) -> Respons
     match rest {
         "echo" => ok(echo(ctx, &req)),
         "slow" => {
+            let _serving = Serving::start(&ctx.state);
             tokio::time::sleep(Duration::from_millis(param("ms").unwrap_or(1000))).await;
             ok(json!({"slept_ms": param("ms").unwrap_or(1000)}))
         }
@@ -339,4 +341,21 @@ fn echo(ctx: &Ctx, req: &Request<Incoming>) -> Value {
         "headers": headers,
         "client_subject": ctx.client_subject,
     })
+}
+
+/// Counts a `/_test/slow` request as being served until dropped (answered or cancelled).
+struct Serving<'a>(&'a State);
+
+impl<'a> Serving<'a> {
+    fn start(state: &'a State) -> Self {
+        let now = state.slow_now.fetch_add(1, Ordering::SeqCst) + 1;
+        state.slow_max.fetch_max(now, Ordering::SeqCst);
+        Self(state)
+    }
+}
+
+impl Drop for Serving<'_> {
+    fn drop(&mut self) {
+        self.0.slow_now.fetch_sub(1, Ordering::SeqCst);
+    }
 }

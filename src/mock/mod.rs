@@ -67,6 +67,9 @@ pub(crate) struct State {
     pub client_subjects: Mutex<Option<Vec<String>>>,
     /// Failures served so far by `/_test/flaky`, by its `id`.
     pub flaky: Mutex<std::collections::HashMap<String, u32>>,
+    /// `/_test/slow` requests being served now, and the most at once so far.
+    pub slow_now: AtomicUsize,
+    pub slow_max: AtomicUsize,
 }
 
 /// A running mock: two TLS servers on 127.0.0.1 and the PKI they use.
@@ -96,6 +99,8 @@ impl MockDigicert {
             seen: Mutex::new(Vec::new()),
             client_subjects: Mutex::new(None),
             flaky: Mutex::new(std::collections::HashMap::new()),
+            slow_now: AtomicUsize::new(0),
+            slow_max: AtomicUsize::new(0),
         });
         let alpn: Vec<Vec<u8>> = if options.http1_only {
             vec![b"http/1.1".to_vec()]
@@ -164,6 +169,11 @@ impl MockDigicert {
     /// TLS handshakes completed so far, both servers together.
     pub fn tls_connections(&self) -> usize {
         self.state.tls_connections.load(Ordering::SeqCst)
+    }
+
+    /// The most `/_test/slow` requests the mock was serving at one time.
+    pub fn max_concurrent_slow(&self) -> usize {
+        self.state.slow_max.load(Ordering::SeqCst)
     }
 
     /// Every request so far.

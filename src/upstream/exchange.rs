@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Full};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use crate::body::{BodyError, ProxyBody, full};
@@ -192,6 +193,36 @@ async fn wait(delay: Duration, deadline: Instant) -> bool {
     }
     tokio::time::sleep(delay).await;
     true
+}
+
+/// A slot among the route's `max_in_flight`, waiting for one up to `max_wait` (and the
+/// request's deadline); then 429, as for a full rate window. Held until the response body
+/// is done, so it also bounds the route's busy HTTP/1.1 connections.
+pub async fn in_flight_slot(
+    route: &RouteHandle,
+    metrics: &Metrics,
+    deadline: Instant,
+) -> Result<OwnedSemaphorePermit, ProxyError> {
+    if let Ok(slot) = route.in_flight.clone().try_acquire_owned() {
+        return Ok(slot);
+    }
+    let until = deadline.min(Instant::now() + route.config().rate_limit.max_wait);
+    match tokio::time::timeout_at(until, route.in_flight.clone().acquire_owned()).await {
+        Ok(Ok(slot)) => Ok(slot),
+        _ => {
+            let name = route.name();
+            metrics.rate_limited(name);
+            tracing::warn!(
+                route = name,
+                max_in_flight = route.config().rate_limit.max_in_flight,
+                "too many requests in flight to DigiCert; refusing rather than queueing longer"
+            );
+            Err(ProxyError::RateLimited {
+                route: name.to_string(),
+                retry_after: Duration::from_secs(1),
+            })
+        }
+    }
 }
 
 /// Exponential backoff with full jitter: up to 100 ms, 200 ms, 400 ms … capped at 5 s.

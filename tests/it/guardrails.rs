@@ -323,6 +323,81 @@ async fn past_max_wait_the_answer_is_429_with_retry_after() {
 }
 
 #[tokio::test]
+async fn at_most_max_in_flight_requests_reach_digicert_at_once() {
+    let w = World::new().await;
+    let limits = "[routes.rate_limit]\nwindows = []\nmax_in_flight = 2\nmax_wait = \"30s\"\n";
+    let toml = format!("{}{}", w.server_toml(), w.certcentral_route("cc", "/"))
+        .replace("[routes.rate_limit]\nwindows = []\n", limits)
+        .replace("request_timeout = \"5s\"", "request_timeout = \"60s\"");
+    let s = Arc::new(Running::start(&with_admin(&toml)).await);
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move { get(&s.url("/_test/slow?ms=200"), &[]).await.status })
+        })
+        .collect();
+    for c in calls {
+        assert_eq!(c.await.unwrap(), 200, "every caller is served, in turn");
+    }
+    assert_eq!(w.mock.max_concurrent_slow(), 2);
+    assert_eq!(
+        s.metric("digicert_sidecar_rate_limited_total{route=\"cc\"}")
+            .await,
+        0.0
+    );
+
+    // Clients that leave while DigiCert works do not leak their slots: the call to DigiCert
+    // completes (hyper sees a closed client only when it answers), and the slot comes back.
+    for _ in 0..2 {
+        let gone = tokio::time::timeout(
+            Duration::from_millis(100),
+            get(&s.url("/_test/slow?ms=500"), &[]),
+        )
+        .await;
+        assert!(gone.is_err(), "the client gave up");
+    }
+    for _ in 0..2 {
+        let next = tokio::time::timeout(
+            Duration::from_secs(10),
+            get(&s.url("/_test/bytes?n=3"), &[]),
+        )
+        .await
+        .expect("slots came back (a leak would wait out max_wait, 30 s)");
+        assert_eq!(next.status, 200);
+    }
+}
+
+#[tokio::test]
+async fn past_max_wait_for_a_slot_in_flight_the_answer_is_429() {
+    let w = World::new().await;
+    let limits = "[routes.rate_limit]\nwindows = []\nmax_in_flight = 1\nmax_wait = \"100ms\"\n";
+    let toml = format!("{}{}", w.server_toml(), w.certcentral_route("cc", "/"))
+        .replace("[routes.rate_limit]\nwindows = []\n", limits);
+    let s = Arc::new(Running::start(&with_admin(&toml)).await);
+    let slow = tokio::spawn({
+        let s = s.clone();
+        async move { get(&s.url("/_test/slow?ms=1500"), &[]).await.status }
+    });
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            w.mock.max_concurrent_slow() == 1
+        })
+        .await
+    );
+    let got = get(&s.url("/services/v2/user/me"), &[]).await;
+    assert_eq!(got.status, 429);
+    assert_eq!(got.sidecar_error(), Some("rate_limited"));
+    assert_eq!(got.headers["retry-after"], "1");
+    assert_eq!(slow.await.unwrap(), 200);
+    assert_eq!(
+        s.metric("digicert_sidecar_rate_limited_total{route=\"cc\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(get(&s.url("/services/v2/user/me"), &[]).await.status, 200);
+}
+
+#[tokio::test]
 async fn idempotent_requests_are_retried_and_the_last_answer_passes_through() {
     let w = World::new().await;
     let toml = format!(
