@@ -90,7 +90,13 @@ pub async fn exchange(
             }
         };
         let live = route.store.current();
-        let mut headers = head.headers.clone();
+        // Room for the key up front: inserting it never regrows the map.
+        let mut headers = HeaderMap::with_capacity(head.headers.len() + 1);
+        headers.extend(
+            head.headers
+                .iter()
+                .map(|(name, value)| (name.clone(), value.clone())),
+        );
         if let Some(key) = &live.api_key {
             headers.insert(key.header().clone(), key.header_value().clone());
         }
