@@ -90,13 +90,7 @@ pub async fn exchange(
             }
         };
         let live = route.store.current();
-        // Room for the key up front: inserting it never regrows the map.
-        let mut headers = HeaderMap::with_capacity(head.headers.len() + 1);
-        headers.extend(
-            head.headers
-                .iter()
-                .map(|(name, value)| (name.clone(), value.clone())),
-        );
+        let mut headers = head.headers.clone();
         if let Some(key) = &live.api_key {
             headers.insert(key.header().clone(), key.header_value().clone());
         }

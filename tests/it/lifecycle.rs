@@ -41,6 +41,53 @@ async fn sigterm_finishes_requests_in_flight_then_exits_0() {
     assert_eq!(status.code(), Some(0), "{}", p.stderr());
 }
 
+/// Access lines are batched, but a quiet sidecar still writes each within a moment (not only
+/// when 32 KiB gather or at exit), and a warning is written at once, after the access lines
+/// before it.
+#[tokio::test]
+async fn access_lines_reach_stderr_soon_and_in_order() {
+    let w = World::new().await;
+    let port = free_port();
+    let config = w.config_file(&format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin = \"off\"\n{}",
+        w.certcentral_route("cc", "/")
+    ));
+    let p = Process::spawn(&config, w.path("batch.log"), &[]);
+    wait_listening(format!("127.0.0.1:{port}").parse().unwrap()).await;
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    assert_eq!(get(&url("/services/v2/user/me"), &[]).await.status, 200);
+    let access = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("\"target\":\"access\""))
+            .count()
+    };
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            access(&p.stderr()) == 1
+        })
+        .await,
+        "{}",
+        p.stderr()
+    );
+    // DigiCert rejecting the key logs a warning at once: after the access line before it,
+    // before the request's own access line.
+    w.mock.set_devkeys(&["another-key"]);
+    assert_eq!(get(&url("/services/v2/user/me"), &[]).await.status, 403);
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            access(&p.stderr()) == 2
+        })
+        .await,
+        "{}",
+        p.stderr()
+    );
+    let log = p.stderr();
+    let first = log.find("\"target\":\"access\"").unwrap();
+    let warning = log.find("DigiCert rejected").expect("the warning");
+    let second = log.rfind("\"target\":\"access\"").unwrap();
+    assert!(first < warning && warning < second, "{log}");
+}
+
 async fn get_owned(url: String) -> Got {
     get(&url, &[]).await
 }
