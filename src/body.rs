@@ -34,18 +34,22 @@ pub fn empty() -> ProxyBody {
 }
 
 pin_project! {
-    /// A body that keeps `held` (a slot) until the body is dropped: after its last frame,
-    /// or when the client goes away.
+    /// A body that keeps `held` (a slot) until the body has given its last frame or failed,
+    /// or is dropped (the client went away): the slot is free as soon as the upstream body
+    /// is all read, even if the client is slow to take it.
     pub struct Holding<B, T> {
         #[pin]
         body: B,
-        held: T,
+        held: Option<T>,
     }
 }
 
 impl<B, T> Holding<B, T> {
     pub fn new(body: B, held: T) -> Self {
-        Self { body, held }
+        Self {
+            body,
+            held: Some(held),
+        }
     }
 }
 
@@ -57,7 +61,12 @@ impl<B: Body, T> Body for Holding<B, T> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        self.project().body.poll_frame(cx)
+        let this = self.project();
+        let polled = this.body.poll_frame(cx);
+        if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
+            this.held.take();
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -247,6 +256,29 @@ mod tests {
         let out = b.collect().await.unwrap().to_bytes();
         assert_eq!(&out[..], b"hello");
         assert_eq!(*seen.lock().unwrap(), Some((5, true)));
+    }
+
+    #[tokio::test]
+    async fn a_slot_is_let_go_at_the_last_frame_not_when_the_body_is_dropped() {
+        let slot = Arc::new(());
+        let (mut tx, body) = http_body_util::channel::Channel::<Bytes, BoxError>::new(2);
+        let mut b = Holding::new(body, slot.clone());
+        tx.send_data(Bytes::from_static(b"a")).await.unwrap();
+        drop(tx);
+        assert!(b.frame().await.unwrap().is_ok());
+        assert_eq!(Arc::strong_count(&slot), 2, "held while frames remain");
+        assert!(b.frame().await.is_none());
+        assert_eq!(
+            Arc::strong_count(&slot),
+            1,
+            "let go at the end, body still alive"
+        );
+        drop(b);
+
+        let held = Holding::new(Full::new(Bytes::from_static(b"x")), slot.clone());
+        assert_eq!(Arc::strong_count(&slot), 2);
+        drop(held);
+        assert_eq!(Arc::strong_count(&slot), 1, "let go when dropped unread");
     }
 
     #[tokio::test]

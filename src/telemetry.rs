@@ -12,7 +12,7 @@ use http::uri::PathAndQuery;
 use http::{Method, StatusCode};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
-use tracing_subscriber::filter::{ParseError, Targets};
+use tracing_subscriber::filter::{LevelFilter, ParseError, Targets};
 use tracing_subscriber::fmt::format::{Format, Json, JsonFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
 use tracing_subscriber::layer::SubscriberExt;
@@ -30,8 +30,35 @@ pub const ACCESS: &str = "access";
 /// (`warn,digicert_sidecar=debug`). (tracing-subscriber's `Targets`: the same syntax as
 /// `RUST_LOG` for these, without the regex engine `EnvFilter` brings along and runs at start
 /// for span and field filters the sidecar does not offer.)
-pub fn parse_filter(text: &str) -> Result<Targets, ParseError> {
-    text.trim().parse()
+/// Span and field filters (`[span]`, `{field}`) are refused rather than silently ignored.
+pub fn parse_filter(text: &str) -> Result<Targets, String> {
+    let mut entries = Vec::new();
+    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        if entry.contains(['[', ']', '{', '}', '"']) {
+            return Err(format!(
+                "`{entry}`: span and field filters are not supported; use a level or target=level"
+            ));
+        }
+        entries.push(entry);
+    }
+    if entries.is_empty() {
+        return Err("no level given".into());
+    }
+    entries
+        .join(",")
+        .parse()
+        .map_err(|e: ParseError| e.to_string())
+}
+
+/// The most verbose level `filter` lets through anywhere: events above it are skipped at
+/// their call site (and `log` records below the `log` crate's own check).
+fn max_level(filter: &Targets) -> LevelFilter {
+    filter
+        .iter()
+        .map(|(_, level)| level)
+        .chain(filter.default_level())
+        .max()
+        .unwrap_or(LevelFilter::OFF)
 }
 
 /// Install the global subscriber. `RUST_LOG`, when set, overrides `level`. Keep the
@@ -45,7 +72,7 @@ pub fn init(format: LogFormat, level: &str) -> FlushOnDrop {
         .or_else(|| parse_filter(level).ok())
         .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
     let builder = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
+        .with_max_level(max_level(&filter))
         .with_writer(LogWriter)
         .with_target(true)
         .with_ansi(std::io::stderr().is_terminal());
@@ -413,7 +440,6 @@ impl fmt::Debug for RequestId {
 }
 
 /// What the access line says about one request; filled in as the request goes.
-#[derive(Debug)]
 pub struct AccessLog {
     pub request_id: RequestId,
     pub route: Option<Arc<str>>,
@@ -425,6 +451,20 @@ pub struct AccessLog {
     pub start: Instant,
     pub upstream_ms: Option<f64>,
     pub metrics: Option<Arc<Metrics>>,
+}
+
+/// By hand: the request target holds the query string, which is never shown.
+impl fmt::Debug for AccessLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccessLog")
+            .field("request_id", &self.request_id)
+            .field("route", &self.route)
+            .field("method", &self.method)
+            .field("path", &self.target.as_ref().map(PathAndQuery::path))
+            .field("status", &self.status)
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
 }
 
 impl AccessLog {
@@ -484,6 +524,10 @@ mod tests {
         }
     }
 
+    fn text_of(lines: &[serde_json::Value]) -> String {
+        lines.iter().map(|l| l.to_string()).collect()
+    }
+
     /// Lines as the JSON subscriber of `init` writes them.
     fn json_lines(emit: impl FnOnce()) -> Vec<serde_json::Value> {
         let out = Captured::default();
@@ -530,6 +574,7 @@ mod tests {
         assert_eq!(a["bytes"], 209);
         assert_eq!(a["complete"], true);
         assert!(a["duration_ms"].as_f64().unwrap() >= 0.0);
+        assert!(!text_of(&lines).contains("secret"), "never the query");
         let ts = a["timestamp"].as_str().unwrap();
         assert!(
             ts.len() == 27 && ts.ends_with('Z') && ts.as_bytes()[10] == b'T',
@@ -539,6 +584,39 @@ mod tests {
         assert_eq!(lines[1]["level"], "WARN");
         assert_eq!(lines[1]["route"], "cc");
         assert_eq!(lines[1]["message"], "something else");
+    }
+
+    #[test]
+    fn log_filters_are_levels_and_target_levels() {
+        let f = parse_filter(" warn , digicert_sidecar=debug ,hyper=off").unwrap();
+        assert!(f.would_enable("digicert_sidecar::proxy", &tracing::Level::DEBUG));
+        assert!(!f.would_enable("digicert_sidecar", &tracing::Level::TRACE));
+        assert!(f.would_enable("access", &tracing::Level::WARN));
+        assert!(!f.would_enable("access", &tracing::Level::INFO));
+        assert!(!f.would_enable("hyper::proto", &tracing::Level::ERROR));
+        assert_eq!(max_level(&f), LevelFilter::DEBUG);
+        assert_eq!(max_level(&parse_filter("info").unwrap()), LevelFilter::INFO);
+        assert_eq!(
+            max_level(&parse_filter("trace").unwrap()),
+            LevelFilter::TRACE
+        );
+        for bad in ["", " , ", "x=loud", "x[span]=debug", "x[{f=1}]=debug"] {
+            assert!(parse_filter(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn debug_of_an_access_log_shows_no_query() {
+        let log = AccessLog::new(
+            RequestId::random(),
+            Method::GET,
+            Some(PathAndQuery::from_static("/a?secret=1")),
+        );
+        let shown = format!("{log:?}");
+        assert!(
+            shown.contains("\"/a\"") && !shown.contains("secret"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -212,7 +212,9 @@ pub async fn in_flight_slot(
         _ => {
             let name = route.name();
             metrics.rate_limited(name);
-            tracing::warn!(
+            // Per request at debug: under overload a warning per refusal would flood the log;
+            // the access line (error "rate_limited") and the metric carry it.
+            tracing::debug!(
                 route = name,
                 max_in_flight = route.config().rate_limit.max_in_flight,
                 "too many requests in flight to DigiCert; refusing rather than queueing longer"

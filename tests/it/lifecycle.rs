@@ -39,6 +39,14 @@ async fn sigterm_finishes_requests_in_flight_then_exits_0() {
     assert_eq!(got.json()["slept_ms"], 1500);
     let status = p.wait(Duration::from_secs(10)).await.expect("exits");
     assert_eq!(status.code(), Some(0), "{}", p.stderr());
+    // Its access line was still in the batch at SIGTERM: written on the way out.
+    assert!(
+        p.stderr()
+            .lines()
+            .any(|l| l.contains("\"target\":\"access\"") && l.contains("\"path\":\"/_test/slow\"")),
+        "{}",
+        p.stderr()
+    );
 }
 
 /// Access lines are batched, but a quiet sidecar still writes each within a moment (not only
