@@ -8,9 +8,8 @@ use crate::support::*;
 async fn healthz_readyz_metrics_and_nothing_else() {
     let w = World::new().await;
     let s = Running::start(&with_admin(&format!(
-        "{}{}{}",
-        w.server_toml(),
-        w.certcentral_route("cc", "/"),
+        "{}{}",
+        w.certcentral_toml(),
         w.mtls_route("mtls", "/account")
     )))
     .await;
@@ -41,12 +40,7 @@ async fn healthz_readyz_metrics_and_nothing_else() {
 #[tokio::test]
 async fn admin_off_binds_nothing() {
     let w = World::new().await;
-    let s = Running::start(&format!(
-        "{}{}",
-        w.server_toml(),
-        w.certcentral_route("cc", "/")
-    ))
-    .await;
+    let s = Running::certcentral(&w).await;
     assert!(s.admin.is_none());
     s.stop().await;
 }
@@ -112,11 +106,7 @@ async fn the_probe_turns_readiness_with_digicerts_verdict_but_not_with_an_outage
     let dead = w
         .certcentral_route("down", "/down")
         .replace(&w.mock.url(), &format!("https://127.0.0.1:{}", free_port()));
-    let toml = with_admin(&format!(
-        "{}{}{probe}{dead}{probe}",
-        w.server_toml(),
-        w.certcentral_route("cc", "/")
-    ));
+    let toml = with_admin(&format!("{}{probe}{dead}{probe}", w.certcentral_toml()));
     let s = Running::start(&toml).await;
     let valid = "digicert_sidecar_credential_valid{route=\"cc\"}";
     assert!(

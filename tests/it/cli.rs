@@ -24,9 +24,8 @@ fn run_check(config: &std::path::Path) -> (i32, String, String) {
 async fn check_describes_every_route_and_exits_0() {
     let w = World::new().await;
     let config = w.config_file(&format!(
-        "{}{}{}",
-        w.server_toml(),
-        w.certcentral_route("cc", "/"),
+        "{}{}",
+        w.certcentral_toml(),
         w.mtls_route("mtls", "/mtls")
     ));
     let (code, out, err) = run_check(&config);
@@ -147,12 +146,10 @@ async fn start_up_problems_exit_1() {
     );
     assert!(p.stderr().contains("loopback"), "{}", p.stderr());
     // A credential that cannot be read.
-    let config = w.config_file(&format!(
-        "{}{}",
-        w.server_toml(),
-        w.certcentral_route("cc", "/")
-            .replace(&w.devkey.display().to_string(), "/nonexistent/key")
-    ));
+    let config = w.config_file(
+        &w.certcentral_toml()
+            .replace(&w.devkey.display().to_string(), "/nonexistent/key"),
+    );
     let mut p = Process::spawn(&config, w.path("nk.log"), &[]);
     assert_eq!(
         p.wait(Duration::from_secs(10)).await.and_then(|s| s.code()),
@@ -195,11 +192,7 @@ async fn every_example_in_config_checks_with_dummy_secrets() {
 #[tokio::test]
 async fn the_config_file_can_come_from_the_environment_beside_kubernetes_service_variables() {
     let w = World::new().await;
-    let config = w.config_file(&format!(
-        "{}{}",
-        w.server_toml(),
-        w.certcentral_route("cc", "/")
-    ));
+    let config = w.config_file(&w.certcentral_toml());
     let out = binary()
         .arg("check")
         .env("DIGICERT_SIDECAR_CONFIG", &config)

@@ -8,12 +8,7 @@ use crate::support::*;
 #[tokio::test]
 async fn certcentral_key_replaces_every_client_credential_header() {
     let w = World::new().await;
-    let s = Running::start(&format!(
-        "{}{}",
-        w.server_toml(),
-        w.certcentral_route("cc", "/")
-    ))
-    .await;
+    let s = Running::certcentral(&w).await;
     let got = get(
         &s.url("/_test/echo"),
         &[
@@ -141,24 +136,14 @@ async fn digicert_answers_pass_through_unchanged() {
     .await;
     // The sidecar holds a key DigiCert does not accept.
     w.write("devkey", b"an-old-key\n");
-    let s = Running::start(&format!(
-        "{}{}",
-        w.server_toml(),
-        w.certcentral_route("cc", "/")
-    ))
-    .await;
+    let s = Running::certcentral(&w).await;
     let got = get(&s.url("/services/v2/user/me"), &[]).await;
     assert_eq!(got.status, 403);
     assert_eq!(got.json()["errors"][0]["code"], "access_denied_invalid_key");
     assert_eq!(got.sidecar_error(), None);
 
     w.write("devkey", b"the-real-key\n");
-    let s2 = Running::start(&format!(
-        "{}{}",
-        w.server_toml(),
-        w.certcentral_route("cc", "/")
-    ))
-    .await;
+    let s2 = Running::certcentral(&w).await;
     for (status, code) in [
         (429, "request_limit_exceeded"),
         (503, "service_unavailable"),

@@ -66,7 +66,8 @@ async fn an_untrusted_certificate_is_502_upstream_tls_and_nothing_is_sent() {
 #[tokio::test]
 async fn a_slow_upstream_is_504_upstream_timeout() {
     let w = World::new().await;
-    let toml = format!("{}{}", w.server_toml(), w.certcentral_route("cc", "/"))
+    let toml = w
+        .certcentral_toml()
         .replace("request_timeout = \"5s\"", "request_timeout = \"300ms\"");
     let s = Running::start(&toml).await;
     let started = std::time::Instant::now();
@@ -123,12 +124,7 @@ async fn a_body_over_the_limit_is_413_whether_declared_or_streamed() {
 #[tokio::test]
 async fn connect_and_trace_are_405() {
     let w = World::new().await;
-    let s = Running::start(&format!(
-        "{}{}",
-        w.server_toml(),
-        w.certcentral_route("cc", "/")
-    ))
-    .await;
+    let s = Running::certcentral(&w).await;
     let got = send(
         &h1_client(),
         "TRACE",

@@ -12,12 +12,7 @@ use crate::support::*;
 #[tokio::test]
 async fn the_door_refuses_before_anything_reaches_the_upstream() {
     let w = World::new().await;
-    let s = Running::start(&format!(
-        "{}{}",
-        w.server_toml(),
-        w.certcentral_route("cc", "/")
-    ))
-    .await;
+    let s = Running::certcentral(&w).await;
     let cases: &[(&str, &str, &str)] = &[
         (
             "CONNECT www.digicert.com:443 HTTP/1.1\r\nHost: www.digicert.com:443\r\n",
@@ -110,12 +105,7 @@ async fn the_door_refuses_before_anything_reaches_the_upstream() {
 #[tokio::test]
 async fn an_http_proxy_client_is_served_for_upstream_hosts_only() {
     let w = World::new().await;
-    let s = Running::start(&format!(
-        "{}{}",
-        w.server_toml(),
-        w.certcentral_route("cc", "/")
-    ))
-    .await;
+    let s = Running::certcentral(&w).await;
     // What a legacy app with HTTP_PROXY pointing at the sidecar sends: absolute form, http.
     let proxy = format!("http://{}", s.addr());
     let target = format!(
@@ -157,12 +147,7 @@ async fn an_http_proxy_client_is_served_for_upstream_hosts_only() {
 async fn the_allow_list_admits_only_its_methods_and_paths() {
     let w = World::new().await;
     let policy = "[routes.policy]\nallow = [\"GET /services/v2/user/me\", \"GET /services/v2/order/certificate/**\"]\n";
-    let s = Running::start(&format!(
-        "{}{}{policy}",
-        w.server_toml(),
-        w.certcentral_route("cc", "/")
-    ))
-    .await;
+    let s = Running::start(&format!("{}{policy}", w.certcentral_toml())).await;
     assert_eq!(get(&s.url("/services/v2/user/me"), &[]).await.status, 200);
     assert_eq!(
         get(&s.url("/services/v2/order/certificate/123456?x=1"), &[])
@@ -237,8 +222,8 @@ async fn unix_peers_are_checked_against_the_kernels_credentials() {
 async fn three_hundred_requests_from_thirty_clients_never_exceed_a_window() {
     let w = World::new().await;
     let windows = "[routes.rate_limit]\nwindows = [{ requests = 40, per = \"1s\" }, { requests = 15, per = \"500ms\" }]\nmax_wait = \"30s\"\n";
-    let toml = format!("{}{}", w.server_toml(), w.certcentral_route("cc", "/"))
-        .replace("[routes.rate_limit]\nwindows = []\n", windows)
+    let toml = w
+        .certcentral_toml_limited(windows)
         .replace("request_timeout = \"5s\"", "request_timeout = \"60s\"");
     let s = Arc::new(Running::start(&with_admin(&toml)).await);
     let warm_up = w.mock.seen().len();
@@ -295,8 +280,7 @@ async fn past_max_wait_the_answer_is_429_with_retry_after() {
     let w = World::new().await;
     let windows =
         "[routes.rate_limit]\nwindows = [{ requests = 1, per = \"10s\" }]\nmax_wait = \"100ms\"\n";
-    let toml = format!("{}{}", w.server_toml(), w.certcentral_route("cc", "/"))
-        .replace("[routes.rate_limit]\nwindows = []\n", windows);
+    let toml = w.certcentral_toml_limited(windows);
     let s = Running::start(&with_admin(&toml)).await;
     assert_eq!(get(&s.url("/services/v2/user/me"), &[]).await.status, 200);
     let started = Instant::now();
@@ -326,8 +310,8 @@ async fn past_max_wait_the_answer_is_429_with_retry_after() {
 async fn at_most_max_in_flight_requests_reach_digicert_at_once() {
     let w = World::new().await;
     let limits = "[routes.rate_limit]\nwindows = []\nmax_in_flight = 2\nmax_wait = \"30s\"\n";
-    let toml = format!("{}{}", w.server_toml(), w.certcentral_route("cc", "/"))
-        .replace("[routes.rate_limit]\nwindows = []\n", limits)
+    let toml = w
+        .certcentral_toml_limited(limits)
         .replace("request_timeout = \"5s\"", "request_timeout = \"60s\"");
     let s = Arc::new(Running::start(&with_admin(&toml)).await);
     let calls: Vec<_> = (0..8)
@@ -371,8 +355,7 @@ async fn at_most_max_in_flight_requests_reach_digicert_at_once() {
 async fn past_max_wait_for_a_slot_in_flight_the_answer_is_429() {
     let w = World::new().await;
     let limits = "[routes.rate_limit]\nwindows = []\nmax_in_flight = 1\nmax_wait = \"100ms\"\n";
-    let toml = format!("{}{}", w.server_toml(), w.certcentral_route("cc", "/"))
-        .replace("[routes.rate_limit]\nwindows = []\n", limits);
+    let toml = w.certcentral_toml_limited(limits);
     let s = Arc::new(Running::start(&with_admin(&toml)).await);
     let slow = tokio::spawn({
         let s = s.clone();
@@ -400,11 +383,7 @@ async fn past_max_wait_for_a_slot_in_flight_the_answer_is_429() {
 #[tokio::test]
 async fn idempotent_requests_are_retried_and_the_last_answer_passes_through() {
     let w = World::new().await;
-    let toml = format!(
-        "{}{}[routes.retry]\nattempts = 3\n",
-        w.server_toml(),
-        w.certcentral_route("cc", "/")
-    );
+    let toml = format!("{}[routes.retry]\nattempts = 3\n", w.certcentral_toml());
     let s = Running::start(&with_admin(&toml)).await;
 
     // Fails twice, then works: the app sees the 200.
@@ -466,12 +445,8 @@ async fn idempotent_requests_are_retried_and_the_last_answer_passes_through() {
 #[tokio::test]
 async fn retries_stay_inside_the_request_timeout() {
     let w = World::new().await;
-    let toml = format!(
-        "{}{}[routes.retry]\nattempts = 5\n",
-        w.server_toml(),
-        w.certcentral_route("cc", "/")
-    )
-    .replace("request_timeout = \"5s\"", "request_timeout = \"1s\"");
+    let toml = format!("{}[routes.retry]\nattempts = 5\n", w.certcentral_toml())
+        .replace("request_timeout = \"5s\"", "request_timeout = \"1s\"");
     let s = Running::start(&toml).await;
     let started = Instant::now();
     // Retry-After of 5 s cannot fit in 1 s: DigiCert's answer comes back at once.
@@ -503,12 +478,7 @@ async fn retries_stay_inside_the_request_timeout() {
 #[tokio::test]
 async fn a_response_header_echoing_the_key_is_redacted() {
     let w = World::new().await;
-    let s = Running::start(&format!(
-        "{}{}",
-        w.server_toml(),
-        w.certcentral_route("cc", "/")
-    ))
-    .await;
+    let s = Running::certcentral(&w).await;
     let got = get(&s.url("/_test/reflect"), &[]).await;
     assert_eq!(got.status, 200);
     let all = format!("{:?}", got.headers);

@@ -1031,10 +1031,8 @@ async fn assert_still_serving(s: &Running) {
 async fn h2_concurrent_streams_are_capped_at_100() {
     let w = World::new().await;
     // The route lets them all through to DigiCert at once, so the cap seen is h2's.
-    let toml = format!("{}{}", w.server_toml(), w.certcentral_route("cc", "/")).replace(
-        "[routes.rate_limit]\nwindows = []\n",
-        "[routes.rate_limit]\nwindows = []\nmax_in_flight = 1000\n",
-    );
+    let toml =
+        w.certcentral_toml_limited("[routes.rate_limit]\nwindows = []\nmax_in_flight = 1000\n");
     let s = Running::start(&toml).await;
     let (mut r, mut wr, settings) = h2_connect(s.addr()).await;
     assert!(

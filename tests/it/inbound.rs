@@ -7,12 +7,7 @@ use crate::support::*;
 #[tokio::test]
 async fn h2c_with_prior_knowledge() {
     let w = World::new().await;
-    let s = Running::start(&format!(
-        "{}{}",
-        w.server_toml(),
-        w.certcentral_route("cc", "/")
-    ))
-    .await;
+    let s = Running::certcentral(&w).await;
     let client = h2c_client();
     for _ in 0..3 {
         let got = send(
@@ -44,12 +39,7 @@ async fn h2c_with_prior_knowledge() {
 #[tokio::test]
 async fn http1_keep_alive_reuses_the_connection() {
     let w = World::new().await;
-    let s = Running::start(&format!(
-        "{}{}",
-        w.server_toml(),
-        w.certcentral_route("cc", "/")
-    ))
-    .await;
+    let s = Running::certcentral(&w).await;
     let stream = tokio::net::TcpStream::connect(s.addr()).await.unwrap();
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))

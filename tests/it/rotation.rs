@@ -71,12 +71,7 @@ async fn a_kubernetes_symlink_swap_is_picked_up() {
 #[tokio::test]
 async fn an_in_place_rewrite_and_a_rename_over_the_file_are_picked_up() {
     let w = World::new().await;
-    let s = Running::start(&with_admin(&format!(
-        "{}{}",
-        w.server_toml(),
-        w.certcentral_route("cc", "/")
-    )))
-    .await;
+    let s = Running::start(&with_admin(&w.certcentral_toml())).await;
     std::fs::write(&w.devkey, "rewritten-key\n").unwrap();
     w.mock.set_devkeys(&["rewritten-key"]);
     assert!(eventually(Duration::from_secs(5), || works(&s, "/services/v2/user/me")).await);

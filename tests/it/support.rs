@@ -24,6 +24,9 @@ pub const DEVKEY: &str = "cc-devkey-0123456789abcdef";
 pub const API_KEY: &str = "one-api-key-0123456789abcdef";
 pub const P12_PASSWORD: &str = "p12-password-for-tests";
 
+/// The `[routes.rate_limit]` section of the test routes: no windows.
+pub const NO_RATE_LIMIT: &str = "[routes.rate_limit]\nwindows = []\n";
+
 /// The mock plus every credential it accepts, written to files in a temp dir.
 pub struct World {
     pub mock: MockDigicert,
@@ -86,14 +89,29 @@ impl World {
         "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"off\"\nrequest_timeout = \"5s\"\nshutdown_grace = \"5s\"\n".into()
     }
 
-    /// A CertCentral route on the mock.
+    /// A CertCentral route on the mock, rate limiting off ([`NO_RATE_LIMIT`]).
     pub fn certcentral_route(&self, name: &str, prefix: &str) -> String {
         format!(
-            "[[routes]]\nname = \"{name}\"\npath_prefix = \"{prefix}\"\nupstream = \"{}\"\nca_file = \"{}\"\n[routes.api_key]\nheader = \"X-DC-DEVKEY\"\nfile = \"{}\"\n[routes.rate_limit]\nwindows = []\n",
+            "[[routes]]\nname = \"{name}\"\npath_prefix = \"{prefix}\"\nupstream = \"{}\"\nca_file = \"{}\"\n[routes.api_key]\nheader = \"X-DC-DEVKEY\"\nfile = \"{}\"\n{NO_RATE_LIMIT}",
             self.mock.url(),
             self.ca.display(),
             self.devkey.display()
         )
+    }
+
+    /// The most common test configuration: [`Self::server_toml`] and one CertCentral route
+    /// `cc` on `/`.
+    pub fn certcentral_toml(&self) -> String {
+        format!(
+            "{}{}",
+            self.server_toml(),
+            self.certcentral_route("cc", "/")
+        )
+    }
+
+    /// [`Self::certcentral_toml`] with `rate_limit` as the route's `[routes.rate_limit]`.
+    pub fn certcentral_toml_limited(&self, rate_limit: &str) -> String {
+        self.certcentral_toml().replace(NO_RATE_LIMIT, rate_limit)
     }
 
     /// A DigiCert ONE (x-api-key) route on the mock.
@@ -148,6 +166,11 @@ pub struct Running {
 }
 
 impl Running {
+    /// The sidecar of [`World::certcentral_toml`].
+    pub async fn certcentral(w: &World) -> Self {
+        Self::start(&w.certcentral_toml()).await
+    }
+
     pub async fn start(toml: &str) -> Self {
         let config = config::from_toml_str(toml).expect("test config is valid");
         let sidecar = Sidecar::bind(config).await.expect("sidecar starts");

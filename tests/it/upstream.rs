@@ -7,12 +7,7 @@ use crate::support::*;
 #[tokio::test]
 async fn host_path_and_query_reach_the_upstream() {
     let w = World::new().await;
-    let s = Running::start(&format!(
-        "{}{}",
-        w.server_toml(),
-        w.certcentral_route("cc", "/")
-    ))
-    .await;
+    let s = Running::certcentral(&w).await;
     let got = get(
         &s.url("/_test/echo?limit=5&filters%5Bstatus%5D=issued"),
         &[("host", "localhost")],
@@ -31,12 +26,7 @@ async fn host_path_and_query_reach_the_upstream() {
 #[tokio::test]
 async fn a_client_request_id_is_kept() {
     let w = World::new().await;
-    let s = Running::start(&format!(
-        "{}{}",
-        w.server_toml(),
-        w.certcentral_route("cc", "/")
-    ))
-    .await;
+    let s = Running::certcentral(&w).await;
     let got = get(&s.url("/_test/echo"), &[("x-request-id", "abc-123")]).await;
     assert_eq!(
         got.json()["headers"]["x-request-id"],
@@ -49,9 +39,8 @@ async fn a_client_request_id_is_kept() {
 async fn longest_prefix_wins_and_strip_prefix_strips() {
     let w = World::new().await;
     let toml = format!(
-        "{}{}{}{}",
-        w.server_toml(),
-        w.certcentral_route("cc", "/"),
+        "{}{}{}",
+        w.certcentral_toml(),
         w.one_route("one", "/one").replace(
             "path_prefix = \"/one\"",
             "path_prefix = \"/one\"\nstrip_prefix = true"
@@ -84,9 +73,8 @@ async fn a_route_with_its_own_listener() {
     let w = World::new().await;
     let port = free_port();
     let toml = format!(
-        "{}{}{}",
-        w.server_toml(),
-        w.certcentral_route("cc", "/"),
+        "{}{}",
+        w.certcentral_toml(),
         w.one_route("one", "/").replace(
             "path_prefix = \"/\"",
             &format!("path_prefix = \"/\"\nlisten = \"127.0.0.1:{port}\"")
@@ -108,9 +96,8 @@ async fn a_route_with_its_own_listener() {
 async fn one_hundred_sequential_requests_use_at_most_two_tls_connections() {
     let w = World::new().await;
     let s = Running::start(&format!(
-        "{}{}{}",
-        w.server_toml(),
-        w.certcentral_route("cc", "/"),
+        "{}{}",
+        w.certcentral_toml(),
         w.mtls_route("mtls", "/mtls").replace(
             "path_prefix = \"/mtls\"",
             "path_prefix = \"/mtls\"\nstrip_prefix = true"
@@ -159,12 +146,7 @@ async fn one_hundred_sequential_requests_use_at_most_two_tls_connections() {
 #[tokio::test]
 async fn alpn_picks_h2_when_offered_and_http1_otherwise() {
     let w = World::new().await;
-    let s = Running::start(&format!(
-        "{}{}",
-        w.server_toml(),
-        w.certcentral_route("cc", "/")
-    ))
-    .await;
+    let s = Running::certcentral(&w).await;
     assert_eq!(
         get(&s.url("/_test/echo"), &[]).await.json()["version"],
         "HTTP/2.0"
@@ -177,12 +159,7 @@ async fn alpn_picks_h2_when_offered_and_http1_otherwise() {
         http1_only: true,
     })
     .await;
-    let s = Running::start(&format!(
-        "{}{}",
-        w.server_toml(),
-        w.certcentral_route("cc", "/")
-    ))
-    .await;
+    let s = Running::certcentral(&w).await;
     let echo = get(&s.url("/_test/echo"), &[]).await.json();
     assert_eq!(echo["version"], "HTTP/1.1");
     assert_eq!(
