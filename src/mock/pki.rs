@@ -70,6 +70,16 @@ impl TestCa {
 
     /// A TLS server certificate for `names` (DNS names or IP addresses).
     pub fn server_cert(&self, names: &[&str]) -> Result<Leaf, PkiError> {
+        self.server_cert_until(names, None)
+    }
+
+    /// [`Self::server_cert`] expiring at `not_after` (default: in a year); a time in the
+    /// past makes an expired certificate.
+    pub fn server_cert_until(
+        &self,
+        names: &[&str],
+        not_after: Option<OffsetDateTime>,
+    ) -> Result<Leaf, PkiError> {
         let mut params =
             CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
         params.distinguished_name.push(
@@ -77,7 +87,7 @@ impl TestCa {
             names.first().copied().unwrap_or("server"),
         );
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        self.sign(params, None)
+        self.sign(params, not_after)
     }
 
     /// A client certificate for a DigiCert ONE service user, expiring at `not_after`

@@ -373,15 +373,7 @@ async fn an_upstream_that_breaks_mid_body_aborts_the_client_connection() {
             .await
             .expect("a head in time")
             .expect("a head");
-        assert_eq!(resp.status(), 200, "{what}");
-        let body = tokio::time::timeout(Duration::from_secs(5), resp.into_body().collect())
-            .await
-            .expect("the body ends in time");
-        assert!(
-            body.is_err(),
-            "{what}: HTTP/1.1 client got a clean end after {} bytes",
-            body.map(|b| b.to_bytes().len()).unwrap_or(0)
-        );
+        assert_cut_off(resp, what, "HTTP/1.1").await;
 
         // h2c: the stream must be reset, not ended.
         let resp = tokio::time::timeout(
@@ -395,16 +387,21 @@ async fn an_upstream_that_breaks_mid_body_aborts_the_client_connection() {
         .await
         .expect("a head in time")
         .expect("a head");
-        assert_eq!(resp.status(), 200, "{what}");
-        let body = tokio::time::timeout(Duration::from_secs(5), resp.into_body().collect())
-            .await
-            .expect("the body ends in time");
-        assert!(
-            body.is_err(),
-            "{what}: h2 client got a clean end after {} bytes",
-            body.map(|b| b.to_bytes().len()).unwrap_or(0)
-        );
+        assert_cut_off(resp, what, "h2").await;
     }
+}
+
+/// An answer whose head came through (200) but whose body must end in an error, not cleanly.
+async fn assert_cut_off(resp: http::Response<hyper::body::Incoming>, what: &str, client: &str) {
+    assert_eq!(resp.status(), 200, "{what}");
+    let body = tokio::time::timeout(Duration::from_secs(5), resp.into_body().collect())
+        .await
+        .expect("the body ends in time");
+    assert!(
+        body.is_err(),
+        "{what}: {client} client got a clean end after {} bytes",
+        body.map(|b| b.to_bytes().len()).unwrap_or(0)
+    );
 }
 
 /// A status line or head that does not parse, or a head too large for the client's buffer
@@ -444,55 +441,6 @@ async fn malformed_or_oversized_upstream_heads_are_502_upstream_protocol() {
     }
 }
 
-/// An expired leaf signed by its own CA (which the route trusts), and a self-signed leaf,
-/// made with rcgen because `TestCa` has no validity knob for server certificates.
-fn rcgen_expired_and_self_signed() -> (String, Arc<ServerConfig>, Arc<ServerConfig>) {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-        KeyPair, KeyUsagePurpose,
-    };
-    let now = time::OffsetDateTime::now_utc();
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "Expired Leaf Test Root");
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    ca_params.not_before = now - time::Duration::days(30);
-    ca_params.not_after = now + time::Duration::days(3650);
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-
-    let leaf_params = |not_after: time::OffsetDateTime| {
-        let mut p =
-            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-        p.distinguished_name.push(DnType::CommonName, "localhost");
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        p.not_before = now - time::Duration::days(20);
-        p.not_after = not_after;
-        p
-    };
-    let expired_key = KeyPair::generate().unwrap();
-    let expired = leaf_params(now - time::Duration::days(1))
-        .signed_by(&expired_key, &issuer)
-        .unwrap();
-    let self_key = KeyPair::generate().unwrap();
-    let self_signed = leaf_params(now + time::Duration::days(30))
-        .self_signed(&self_key)
-        .unwrap();
-    (
-        ca_cert.pem(),
-        tls_config(expired.der(), &expired_key.serialize_der()),
-        tls_config(self_signed.der(), &self_key.serialize_der()),
-    )
-}
-
 /// A certificate that fails verification is 502 `upstream_tls`, and the server never gets
 /// a byte of the request: its TLS accept fails and it decrypts nothing. The first case, a
 /// good certificate, shows the harness works (and that the key is sent exactly once).
@@ -518,16 +466,32 @@ async fn untrusted_certificates_are_502_upstream_tls_and_get_no_request_byte() {
     let wrong_name = pki.ca.server_cert(&["other.example"]).unwrap();
     let other_ca = TestCa::new("Some Other Root").unwrap();
     let unknown = other_ca.server_cert(&["localhost", "127.0.0.1"]).unwrap();
-    let (expired_ca_pem, expired, self_signed) = rcgen_expired_and_self_signed();
-    let expired_ca = w.write("expired-ca.pem", expired_ca_pem.as_bytes());
+    let an_hour_ago = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+    let expired = pki
+        .ca
+        .server_cert_until(&["localhost", "127.0.0.1"], Some(an_hour_ago))
+        .unwrap();
+    let self_signed =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
     let cases: Vec<(&str, Arc<ServerConfig>, &Path)> = vec![
         (
             "wrong hostname",
             tls_config(&wrong_name.cert_der, &wrong_name.key_der),
             &pki.ca_file,
         ),
-        ("expired", expired, &expired_ca),
-        ("self-signed", self_signed, &pki.ca_file),
+        (
+            "expired",
+            tls_config(&expired.cert_der, &expired.key_der),
+            &pki.ca_file,
+        ),
+        (
+            "self-signed",
+            tls_config(
+                self_signed.cert.der(),
+                &self_signed.signing_key.serialize_der(),
+            ),
+            &pki.ca_file,
+        ),
         (
             "unknown CA",
             tls_config(&unknown.cert_der, &unknown.key_der),
