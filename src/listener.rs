@@ -10,7 +10,7 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::Watcher;
+use hyper_util::server::graceful::{GracefulConnection, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -74,7 +74,7 @@ fn remove_stale_socket(path: &Path) -> io::Result<()> {
 }
 
 /// The HTTP server settings every connection uses.
-pub fn http_builder(server: &Server) -> auto::Builder<TokioExecutor> {
+fn http_builder(server: &Server) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -109,6 +109,33 @@ pub struct Shared {
     pub first_bytes: Duration,
     /// How long writes to a client may stall (it stopped reading) before it is dropped.
     pub write_stall: Duration,
+}
+
+impl Shared {
+    pub fn new(server: &Server) -> Self {
+        Self {
+            builder: http_builder(server),
+            connections: Arc::new(Semaphore::new(server.max_connections)),
+            first_bytes: server.header_read_timeout,
+            write_stall: server.body_idle_timeout,
+        }
+    }
+
+    /// One inbound connection as every listener serves it: guarded by [`ConnGuard`], each
+    /// request handed to `proxy`.
+    pub fn connection<IO>(
+        &self,
+        io: IO,
+        peer: Peer,
+        proxy: Arc<Proxy>,
+    ) -> impl GracefulConnection<Error = Box<dyn std::error::Error + Send + Sync>> + '_
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let service = service_fn(move |req| proxy.clone().handle(peer, req));
+        let io = ConnGuard::new(io, self.first_bytes, self.write_stall);
+        self.builder.serve_connection(TokioIo::new(io), service)
+    }
 }
 
 /// Accept until `stop` turns true. Each connection is watched by a graceful-shutdown
@@ -187,9 +214,7 @@ fn spawn_conn<IO>(
     let proxy = proxy.clone();
     let shared = shared.clone();
     tokio::spawn(async move {
-        let service = service_fn(move |req| proxy.clone().handle(peer, req));
-        let io = ConnGuard::new(io, shared.first_bytes, shared.write_stall);
-        let conn = shared.builder.serve_connection(TokioIo::new(io), service);
+        let conn = shared.connection(io, peer, proxy);
         if let Err(e) = watcher.watch(conn).await {
             tracing::debug!(error = %e, "connection ended with an error");
         }

@@ -6,7 +6,6 @@ use std::future::Future;
 use std::sync::Arc;
 
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::sync::Semaphore;
 
 use tokio::net::TcpListener;
 
@@ -151,19 +150,9 @@ impl Sidecar {
         let Some((_, proxy)) = self.listeners.first() else {
             return;
         };
-        let builder = listener::http_builder(&self.config.server);
-        let proxy = proxy.clone();
         let peer = crate::proxy::Peer::Tcp(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
-        let service = hyper::service::service_fn(move |req| proxy.clone().handle(peer, req));
-        let server = &self.config.server;
-        let io = crate::conn_guard::ConnGuard::new(
-            io,
-            server.header_read_timeout,
-            server.body_idle_timeout,
-        );
-        let _ = builder
-            .serve_connection(hyper_util::rt::TokioIo::new(io), service)
-            .await;
+        let shared = Shared::new(&self.config.server);
+        let _ = shared.connection(io, peer, proxy.clone()).await;
     }
 
     /// The bound TCP address serving route `name`.
@@ -191,12 +180,7 @@ impl Sidecar {
     /// finish for up to `shutdown_grace`.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         let server = &self.config.server;
-        let shared = Arc::new(Shared {
-            builder: listener::http_builder(server),
-            connections: Arc::new(Semaphore::new(server.max_connections)),
-            first_bytes: server.header_read_timeout,
-            write_stall: server.body_idle_timeout,
-        });
+        let shared = Arc::new(Shared::new(server));
         let graceful = Arc::new(GracefulShutdown::new());
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut loops = tokio::task::JoinSet::new();
