@@ -123,15 +123,13 @@ fn describe_figment_error(err: figment::Error) -> String {
             if !e.path.is_empty() {
                 line = format!("{line} (key `{}`)", e.path.join("."));
             }
-            if let Some(figment::Source::File(path)) =
-                e.metadata.as_ref().and_then(|m| m.source.as_ref())
-            {
-                // The path as given, not relative to the working directory.
-                line = format!("{line} in {}", path.display());
-            } else if let Some(src) = e.metadata.as_ref().and_then(|m| m.source.as_ref()) {
-                line = format!("{line} in {src}");
-            } else if let Some(m) = e.metadata.as_ref() {
-                line = format!("{line} in {}", m.name);
+            if let Some(m) = &e.metadata {
+                line = match &m.source {
+                    // The path as given, not relative to the working directory.
+                    Some(figment::Source::File(path)) => format!("{line} in {}", path.display()),
+                    Some(src) => format!("{line} in {src}"),
+                    None => format!("{line} in {}", m.name),
+                };
             }
             line
         })
