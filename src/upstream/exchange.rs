@@ -74,20 +74,13 @@ pub async fn exchange(
         // Held until DigiCert's answer (or the failure) arrives: see rate_limit.rs.
         let slot = match &route.limiter {
             None => None,
-            Some(limiter) => {
-                let until = deadline.min(Instant::now() + route.config().rate_limit.max_wait);
-                match limiter.admit(until).await {
-                    Ok(permit) => Some(permit),
-                    Err(limited) => {
-                        metrics.rate_limited(name);
-                        tracing::warn!(route = name, retry_after = ?limited.retry_after, "rate limit: refusing rather than exceed DigiCert's windows");
-                        return Err(ProxyError::RateLimited {
-                            route: name.to_string(),
-                            retry_after: limited.retry_after,
-                        });
-                    }
+            Some(limiter) => match limiter.admit(admission_deadline(route, deadline)).await {
+                Ok(permit) => Some(permit),
+                Err(limited) => {
+                    tracing::warn!(route = name, retry_after = ?limited.retry_after, "rate limit: refusing rather than exceed DigiCert's windows");
+                    return Err(refused(route, metrics, limited.retry_after));
                 }
-            }
+            },
         };
         let live = route.store.current();
         let mut headers = head.headers.clone();
@@ -206,24 +199,34 @@ pub async fn in_flight_slot(
     if let Ok(slot) = route.in_flight.clone().try_acquire_owned() {
         return Ok(slot);
     }
-    let until = deadline.min(Instant::now() + route.config().rate_limit.max_wait);
+    let until = admission_deadline(route, deadline);
     match tokio::time::timeout_at(until, route.in_flight.clone().acquire_owned()).await {
         Ok(Ok(slot)) => Ok(slot),
         _ => {
-            let name = route.name();
-            metrics.rate_limited(name);
             // Per request at debug: under overload a warning per refusal would flood the log;
             // the access line (error "rate_limited") and the metric carry it.
             tracing::debug!(
-                route = name,
+                route = route.name(),
                 max_in_flight = route.config().rate_limit.max_in_flight,
                 "too many requests in flight to DigiCert; refusing rather than queueing longer"
             );
-            Err(ProxyError::RateLimited {
-                route: name.to_string(),
-                retry_after: Duration::from_secs(1),
-            })
+            Err(refused(route, metrics, Duration::from_secs(1)))
         }
+    }
+}
+
+/// How long a request may wait to be let through to DigiCert: `max_wait`, within its
+/// deadline.
+fn admission_deadline(route: &RouteHandle, deadline: Instant) -> Instant {
+    deadline.min(Instant::now() + route.config().rate_limit.max_wait)
+}
+
+/// The 429 for a request the route's limits did not let through, counted.
+fn refused(route: &RouteHandle, metrics: &Metrics, retry_after: Duration) -> ProxyError {
+    metrics.rate_limited(route.name());
+    ProxyError::RateLimited {
+        route: route.name().to_string(),
+        retry_after,
     }
 }
 
