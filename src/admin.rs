@@ -11,7 +11,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::body::{ProxyBody, full};
 use crate::health::Health;
@@ -77,7 +77,7 @@ fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
 }
 
 /// Serve the admin endpoints on `listener` until `stop`.
-pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut stop: watch::Receiver<bool>) {
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>, stop: CancellationToken) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -87,7 +87,7 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut stop: watch::Re
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = crate::server::stopped(&mut stop) => return,
+            _ = stop.cancelled() => return,
         };
         let Ok((stream, _)) = accepted else {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;

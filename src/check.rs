@@ -7,7 +7,6 @@ use std::time::SystemTime;
 
 use crate::config::{self, ClientCertSource, Config};
 use crate::credential::{ApiKey, ClientCert};
-use crate::upstream::tls;
 
 /// The result of a check: the text to print, and whether everything is usable.
 pub struct Report {
@@ -54,7 +53,7 @@ pub fn check_config(config: &Config, origin: &str) -> Report {
             r.upstream
         );
         if let Some(ca) = &r.ca_file
-            && let Err(e) = tls::roots(Some(ca))
+            && let Err(e) = crate::credential::trust::roots(Some(ca))
         {
             problems.push(format!("route {}: ca_file: {e}", r.name));
         }

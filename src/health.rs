@@ -4,33 +4,16 @@
 //! unreachable or failing must not take every pod out of service.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use http::{HeaderValue, Method, Request, StatusCode, Uri, header};
 use http_body_util::BodyExt;
+use tokio_util::sync::CancellationToken;
 
+use crate::digicert::is_rejection;
 use crate::metrics::Metrics;
 use crate::router::RouteHandle;
-use crate::upstream::exchange::is_rejection;
-
-/// DigiCert's last verdict on a route's credential, from the probe.
-#[derive(Debug, Default)]
-pub struct Verdict(AtomicU8);
-
-// 0: no probe answer yet (the default).
-const ACCEPTED: u8 = 1;
-const REJECTED: u8 = 2;
-
-impl Verdict {
-    pub fn rejected(&self) -> bool {
-        self.0.load(Ordering::Relaxed) == REJECTED
-    }
-
-    fn set(&self, v: u8) {
-        self.0.store(v, Ordering::Relaxed);
-    }
-}
 
 /// Process-wide health.
 #[derive(Debug)]
@@ -88,7 +71,7 @@ pub async fn probe_loop(
     route: Arc<RouteHandle>,
     metrics: Arc<Metrics>,
     timeout: std::time::Duration,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let Some(probe) = route.config().probe.clone() else {
         return;
@@ -97,7 +80,7 @@ pub async fn probe_loop(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = crate::server::stopped(&mut stop) => return,
+            _ = stop.cancelled() => return,
             _ = tick.tick() => probe_once(&route, &metrics, &probe.path, timeout).await,
         }
     }
@@ -145,12 +128,12 @@ pub async fn probe_once(
                 if route.verdict.rejected() {
                     tracing::info!(route = name, "DigiCert accepts the credential again");
                 }
-                route.verdict.set(ACCEPTED);
+                route.verdict.accept();
                 metrics.credential_valid(name, true);
             } else if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
                 && is_rejection(&body)
             {
-                route.verdict.set(REJECTED);
+                route.verdict.reject();
                 metrics.credential_valid(name, false);
                 metrics.rejected(name);
                 tracing::warn!(

@@ -15,6 +15,7 @@ pub mod config;
 pub mod conn_guard;
 pub mod credential;
 pub mod demo;
+pub mod digicert;
 pub mod door;
 pub mod error;
 #[doc(hidden)]

@@ -13,7 +13,8 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulConnection, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{ListenAddr, Server};
 use crate::conn_guard::ConnGuard;
@@ -145,7 +146,7 @@ pub async fn accept_loop(
     proxy: Arc<Proxy>,
     shared: Arc<Shared>,
     new_watcher: impl Fn() -> Watcher,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     loop {
         let permit = tokio::select! {
@@ -153,11 +154,11 @@ pub async fn accept_loop(
                 Ok(p) => p,
                 Err(_) => return,
             },
-            _ = crate::server::stopped(&mut stop) => return,
+            _ = stop.cancelled() => return,
         };
         let accepted = tokio::select! {
             a = accept(&bound) => a,
-            _ = crate::server::stopped(&mut stop) => return,
+            _ = stop.cancelled() => return,
         };
         match accepted {
             Ok(Conn::Tcp(stream, peer)) => {

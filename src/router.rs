@@ -16,7 +16,7 @@ use crate::rate_limit::RateLimiter;
 pub struct RouteHandle {
     pub store: Arc<CredentialStore>,
     /// DigiCert's last verdict on the credential, from the probe.
-    pub verdict: crate::health::Verdict,
+    pub verdict: crate::credential::Verdict,
     /// The route's rolling windows, shared by all its callers; `None`: unlimited.
     pub limiter: Option<RateLimiter>,
     /// The route's name, shared by the access line and the metric labels of each request.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use hyper_util::server::graceful::GracefulShutdown;
 
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Admin};
 use crate::config::{Config, ListenAddr};
@@ -68,7 +69,7 @@ impl Sidecar {
         let metrics = Arc::new(Metrics::new());
         for r in &routes {
             metrics.register_route(r.name());
-            watch::publish_expiry(r, &metrics);
+            watch::publish_expiry(&r.store, &metrics);
         }
         let admin = match server.admin {
             None => None,
@@ -182,7 +183,7 @@ impl Sidecar {
         let server = &self.config.server;
         let shared = Arc::new(Shared::new(server));
         let graceful = Arc::new(GracefulShutdown::new());
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stop_accepting = CancellationToken::new();
         let mut loops = tokio::task::JoinSet::new();
         for (bound, proxy) in self.listeners {
             let g = graceful.clone();
@@ -191,49 +192,47 @@ impl Sidecar {
                 proxy,
                 shared.clone(),
                 move || g.watcher(),
-                stop_rx.clone(),
+                stop_accepting.clone(),
             ));
         }
         // Beside the listeners: admin, reloads, expiry warnings, probes. They stop after the
         // drain, so /readyz keeps answering 503 while requests finish.
-        let (bg_stop_tx, bg_stop_rx) = tokio::sync::watch::channel(false);
+        let stop_background = CancellationToken::new();
+        let stores: Vec<_> = self.routes.iter().map(|r| r.store.clone()).collect();
         let mut background = tokio::task::JoinSet::new();
         if let Some(listener) = self.admin {
             let admin = Arc::new(Admin {
                 health: self.health.clone(),
                 metrics: self.metrics.clone(),
             });
-            background.spawn(admin::serve(listener, admin, bg_stop_rx.clone()));
+            background.spawn(admin::serve(listener, admin, stop_background.clone()));
         }
         background.spawn(watch::run(
             self.file_watch,
-            self.routes.clone(),
+            stores.clone(),
             self.metrics.clone(),
-            bg_stop_rx.clone(),
+            stop_background.clone(),
         ));
-        background.spawn(watch::expiry_warnings(
-            self.routes.clone(),
-            bg_stop_rx.clone(),
-        ));
+        background.spawn(watch::expiry_warnings(stores, stop_background.clone()));
         for r in &self.routes {
             background.spawn(health::probe_loop(
                 r.clone(),
                 self.metrics.clone(),
                 server.request_timeout,
-                bg_stop_rx.clone(),
+                stop_background.clone(),
             ));
         }
 
         shutdown.await;
         self.health.start_draining();
         tracing::info!(grace = ?server.shutdown_grace, "shutting down: no new connections, finishing requests in flight");
-        let _ = stop_tx.send(true);
+        stop_accepting.cancel();
         while loops.join_next().await.is_some() {}
         // Every accept loop has returned, so this is the last handle.
         let Ok(graceful) = Arc::try_unwrap(graceful) else {
             tracing::warn!("connections could not be tracked; waiting out shutdown_grace");
             tokio::time::sleep(server.shutdown_grace).await;
-            let _ = bg_stop_tx.send(true);
+            stop_background.cancel();
             return;
         };
         let open = graceful.count();
@@ -241,14 +240,9 @@ impl Sidecar {
             Ok(()) => tracing::info!(connections = open, "all connections closed"),
             Err(_) => tracing::warn!("shutdown_grace elapsed; closing the remaining connections"),
         }
-        let _ = bg_stop_tx.send(true);
+        stop_background.cancel();
         while background.join_next().await.is_some() {}
     }
-}
-
-/// Resolves once `stop` turns true (or its sender is gone).
-pub async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
 }
 
 /// Resolves on SIGTERM or SIGINT.

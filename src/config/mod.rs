@@ -5,6 +5,7 @@
 //! never what they are: secrets are read by `credential` into `secrecy` types.
 
 pub mod env;
+pub mod log_filter;
 pub mod raw;
 mod validated;
 

@@ -226,21 +226,12 @@ impl Default for Retry {
     }
 }
 
-/// Hosts of the CertCentral Services API, which get DigiCert's published rate windows.
-pub const CERTCENTRAL_HOSTS: &[&str] = &["www.digicert.com", "certcentral.digicert.eu"];
-
-/// DigiCert's published CertCentral limits: 1000 per 3 minutes and 100 per 5 seconds.
+/// DigiCert's published CertCentral limits as windows.
 pub fn certcentral_windows() -> Vec<RateWindow> {
-    vec![
-        RateWindow {
-            requests: 1000,
-            per: Duration::from_secs(180),
-        },
-        RateWindow {
-            requests: 100,
-            per: Duration::from_secs(5),
-        },
-    ]
+    crate::digicert::CERTCENTRAL_WINDOWS
+        .iter()
+        .map(|&(requests, per)| RateWindow { requests, per })
+        .collect()
 }
 
 impl TryFrom<RawConfig> for Config {
@@ -261,7 +252,7 @@ impl TryFrom<RawConfig> for Config {
             },
             level: raw.log.level.clone(),
         };
-        if crate::telemetry::parse_filter(&log.level).is_err() {
+        if super::log_filter::parse_filter(&log.level).is_err() {
             return Err(ConfigError::invalid(
                 "log.level",
                 format!(
@@ -513,7 +504,7 @@ fn route(i: usize, r: &RawRoute, server: &Server) -> Result<Route, ConfigError> 
                 max_in_flight,
             }
         }
-        None if CERTCENTRAL_HOSTS.contains(&upstream.host.as_str()) => RateLimit {
+        None if crate::digicert::CERTCENTRAL_HOSTS.contains(&upstream.host.as_str()) => RateLimit {
             windows: certcentral_windows(),
             ..RateLimit::default()
         },

@@ -8,6 +8,8 @@
 pub mod api_key;
 pub mod client_cert;
 pub mod store;
+pub mod trust;
+pub mod verdict;
 pub mod watch;
 
 use std::path::{Path, PathBuf};
@@ -20,6 +22,7 @@ use crate::config::SecretSource;
 pub use api_key::ApiKey;
 pub use client_cert::ClientCert;
 pub use store::{CredentialStore, Live};
+pub use verdict::Verdict;
 
 /// Why a credential could not be loaded. Messages name the route's file or variable and the
 /// problem, never the secret.

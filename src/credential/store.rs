@@ -63,7 +63,7 @@ impl std::fmt::Debug for CredentialStore {
 impl CredentialStore {
     /// Load the route's credentials for the first time; any problem is an error.
     pub fn load(route: &Route, connect_timeout: Duration) -> Result<Self, CredentialError> {
-        let roots = tls::roots(route.ca_file.as_deref())?;
+        let roots = super::trust::roots(route.ca_file.as_deref())?;
         let (api_key, client_cert) = read(route)?;
         let client = UpstreamClient::new(
             tls::client_config(

@@ -12,23 +12,23 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use notify::event::{AccessKind, AccessMode, ModifyKind};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-use super::store::Reloaded;
+use super::store::{CredentialStore, Reloaded};
 use crate::config::{Route, SecretSource};
 use crate::metrics::Metrics;
-use crate::router::RouteHandle;
 
 /// Changes closer together than this are taken as one (a rewrite is truncate + write).
 const SETTLE: Duration = Duration::from_millis(150);
 
 /// Reload one route's credentials now, and report: a log line and the reload counter.
 /// Returns `None` if the reload failed (the last good credential stays).
-pub fn reload_route(route: &RouteHandle, metrics: &Metrics, cause: &str) -> Option<Reloaded> {
-    let name = route.name();
-    match route.store.reload() {
+pub fn reload_route(store: &CredentialStore, metrics: &Metrics, cause: &str) -> Option<Reloaded> {
+    let name = store.route().name.as_str();
+    match store.reload() {
         Ok(Reloaded::Changed) => {
             metrics.reload(name, "success");
-            publish_expiry(route, metrics);
+            publish_expiry(store, metrics);
             tracing::info!(
                 route = name,
                 cause,
@@ -52,26 +52,26 @@ pub fn reload_route(route: &RouteHandle, metrics: &Metrics, cause: &str) -> Opti
 /// [`reload_route`] on the blocking pool: reading and decrypting a PKCS#12 file takes
 /// milliseconds of CPU, which must not stall the requests sharing the runtime's thread.
 pub async fn reload_route_off_thread(
-    route: &Arc<RouteHandle>,
+    store: &Arc<CredentialStore>,
     metrics: &Arc<Metrics>,
     cause: &'static str,
 ) -> Option<Reloaded> {
-    let (route, metrics) = (route.clone(), metrics.clone());
-    tokio::task::spawn_blocking(move || reload_route(&route, &metrics, cause))
+    let (store, metrics) = (store.clone(), metrics.clone());
+    tokio::task::spawn_blocking(move || reload_route(&store, &metrics, cause))
         .await
         .ok()
         .flatten()
 }
 
 /// Set the not-after gauge of a route with a client certificate.
-pub fn publish_expiry(route: &RouteHandle, metrics: &Metrics) {
-    if let Some(cert) = &route.store.current().client_cert {
+pub fn publish_expiry(store: &CredentialStore, metrics: &Metrics) {
+    if let Some(cert) = &store.current().client_cert {
         let secs = cert
             .not_after()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
-        metrics.cert_not_after(route.name(), secs);
+        metrics.cert_not_after(&store.route().name, secs);
     }
 }
 
@@ -175,9 +175,9 @@ impl FileWatch {
 /// [`FileWatch::start`].
 pub async fn run(
     mut watch: FileWatch,
-    routes: Vec<Arc<RouteHandle>>,
+    routes: Vec<Arc<CredentialStore>>,
     metrics: Arc<Metrics>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => Some(s),
@@ -189,7 +189,7 @@ pub async fn run(
 
     loop {
         tokio::select! {
-            _ = crate::server::stopped(&mut stop) => return,
+            _ = stop.cancelled() => return,
             _ = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
                 tracing::info!("SIGHUP: reloading every credential");
                 for r in &routes {
@@ -213,18 +213,15 @@ pub async fn run(
 
 /// Log a warning about client certificates that expire within 30 days, once a day, until
 /// `stop`. Expired certificates are reported at error level.
-pub async fn expiry_warnings(
-    routes: Vec<Arc<RouteHandle>>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
+pub async fn expiry_warnings(routes: Vec<Arc<CredentialStore>>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(24 * 3600));
     loop {
         tokio::select! {
-            _ = crate::server::stopped(&mut stop) => return,
+            _ = stop.cancelled() => return,
             _ = tick.tick() => {
                 for r in &routes {
-                    if let Some(cert) = &r.store.current().client_cert {
-                        warn_expiry(r.name(), cert, SystemTime::now());
+                    if let Some(cert) = &r.current().client_cert {
+                        warn_expiry(&r.route().name, cert, SystemTime::now());
                     }
                 }
             }

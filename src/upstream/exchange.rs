@@ -135,7 +135,7 @@ pub async fn exchange(
                 if !reloaded {
                     reloaded = true;
                     let changed = crate::credential::watch::reload_route_off_thread(
-                        route,
+                        &route.store,
                         metrics,
                         "rejected by DigiCert",
                     )

@@ -1,42 +1,11 @@
-//! rustls for the upstream: TLS 1.2+, web PKI roots plus a route's optional `ca_file`, ALPN
+//! rustls for the upstream: TLS 1.2+, the route's trust roots (see `credential::trust`), ALPN
 //! h2 and http/1.1, and the route's client certificate (if any) for mTLS.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use rustls::client::ResolvesClientCert;
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, SignatureScheme};
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
-
-use crate::credential::CredentialError;
-
-/// The trust roots of a route: the bundled Mozilla roots, plus those of `ca_file`.
-pub fn roots(ca_file: Option<&Path>) -> Result<Arc<RootCertStore>, CredentialError> {
-    let mut roots = RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    if let Some(path) = ca_file {
-        let what = path.display().to_string();
-        let pem = crate::credential::read_bytes(path)?;
-        let certs = CertificateDer::pem_slice_iter(&pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| CredentialError::CaFile(what.clone(), e.to_string()))?;
-        if certs.is_empty() {
-            return Err(CredentialError::CaFile(
-                what,
-                "no CERTIFICATE in the file".into(),
-            ));
-        }
-        for cert in certs {
-            roots
-                .add(cert)
-                .map_err(|e| CredentialError::CaFile(what.clone(), e.to_string()))?;
-        }
-    }
-    Ok(Arc::new(roots))
-}
 
 /// A client configuration for one route and one generation of its client certificate.
 pub fn client_config(roots: Arc<RootCertStore>, cert: Option<Arc<CertifiedKey>>) -> ClientConfig {
