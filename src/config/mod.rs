@@ -7,6 +7,9 @@
 pub mod env;
 pub mod log_filter;
 pub mod raw;
+mod route;
+mod secrets;
+mod server;
 mod validated;
 
 use std::path::{Path, PathBuf};
@@ -14,10 +17,13 @@ use std::path::{Path, PathBuf};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 
-pub use validated::{
-    ApiKeySource, ClientCertSource, Config, ListenAddr, LogFormat, Policy, Probe, RateLimit,
-    RateWindow, Retry, Route, SecretSource, Server, Upstream,
+pub use route::{
+    DEFAULT_MAX_IN_FLIGHT, Policy, Probe, RateLimit, RateWindow, Retry, Route, Upstream,
+    certcentral_windows,
 };
+pub use secrets::{ApiKeySource, ClientCertSource, SecretSource};
+pub use server::{ListenAddr, Log, LogFormat, MAX_WORKER_THREADS, Server};
+pub use validated::Config;
 
 /// The environment variable naming the configuration file when `--config` is not given.
 pub const CONFIG_ENV: &str = "DIGICERT_SIDECAR_CONFIG";
