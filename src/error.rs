@@ -2,13 +2,11 @@
 //! a response: DigiCert's error shape, `{"errors":[{"code":"sidecar_<reason>","message":…}]}`,
 //! plus an `x-digicert-sidecar-error: <reason>` header.
 
-use std::error::Error as StdError;
 use std::time::Duration;
 
 use http::{HeaderValue, Method, Response, StatusCode, header};
 
 use crate::body::{BodyError, ProxyBody, full};
-use crate::upstream::ConnectTimeout;
 
 /// Name of the header that marks an answer made by the sidecar, not by DigiCert.
 pub const ERROR_HEADER: &str = "x-digicert-sidecar-error";
@@ -53,6 +51,9 @@ pub enum ProxyError {
     UpstreamProtocol(String),
     #[error("the upstream did not answer within {0:?}")]
     UpstreamTimeout(Duration),
+    /// A bug: the sidecar failed while handling the request (a panic, caught).
+    #[error("the sidecar failed while handling the request; this is a bug, please report it")]
+    Internal,
 }
 
 impl ProxyError {
@@ -74,8 +75,29 @@ impl ProxyError {
             ProxyError::UpstreamTls(_) => "upstream_tls",
             ProxyError::UpstreamProtocol(_) => "upstream_protocol",
             ProxyError::UpstreamTimeout(_) => "upstream_timeout",
+            ProxyError::Internal => "internal",
         }
     }
+
+    /// Every `<reason>` there is.
+    pub const REASONS: [&'static str; 16] = [
+        "bad_request",
+        "no_route",
+        "policy_denied",
+        "peer_denied",
+        "host_denied",
+        "browser_denied",
+        "method_not_allowed",
+        "credential_unavailable",
+        "rate_limited",
+        "body_too_large",
+        "headers_too_large",
+        "upstream_unreachable",
+        "upstream_tls",
+        "upstream_protocol",
+        "upstream_timeout",
+        "internal",
+    ];
 
     /// The HTTP status the error is answered with.
     pub fn status(&self) -> StatusCode {
@@ -95,6 +117,7 @@ impl ProxyError {
             | ProxyError::UpstreamTls(_)
             | ProxyError::UpstreamProtocol(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -155,69 +178,27 @@ impl ProxyError {
             }
         }
     }
-
-    /// Classify a failure of the upstream client (connect, TLS, protocol).
-    pub fn from_upstream(err: &hyper_util::client::legacy::Error) -> Self {
-        let mut tls = None;
-        let mut body = None;
-        let mut timed_out = false;
-        for cause in chain(err) {
-            if let Some(e) = cause.downcast_ref::<rustls::Error>() {
-                tls.get_or_insert_with(|| describe_tls(e));
-            } else if let Some(e) = cause.downcast_ref::<BodyError>() {
-                body.get_or_insert(Self::from_request_body(*e));
-            } else if cause.is::<ConnectTimeout>() {
-                timed_out = true;
-            }
-        }
-        if let Some(b) = body {
-            return b;
-        }
-        if let Some(t) = tls {
-            return ProxyError::UpstreamTls(t);
-        }
-        if timed_out {
-            return ProxyError::UpstreamUnreachable("timed out connecting".into());
-        }
-        let detail = innermost(err);
-        if err.is_connect() {
-            ProxyError::UpstreamUnreachable(detail)
-        } else {
-            ProxyError::UpstreamProtocol(detail)
-        }
-    }
 }
 
-/// The error and its causes, looking inside `io::Error`s (whose `source()` skips the error
-/// they wrap, which is where tokio-rustls puts TLS alerts and certificate failures).
-fn chain<'a>(
-    err: &'a (dyn StdError + 'static),
-) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
-    let mut next = Some(err);
-    std::iter::from_fn(move || {
-        let cur = next?;
-        next = match cur
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-        {
-            Some(inner) => Some(inner as &(dyn StdError + 'static)),
-            None => cur.source(),
-        };
-        Some(cur)
-    })
+/// The reason an `x-digicert-sidecar-error` header names, if it is one of ours.
+pub fn reason_named(value: &[u8]) -> Option<&'static str> {
+    ProxyError::REASONS
+        .iter()
+        .copied()
+        .find(|r| r.as_bytes() == value)
 }
 
-fn innermost(err: &(dyn StdError + 'static)) -> String {
-    chain(err).last().map(|e| e.to_string()).unwrap_or_default()
+/// A request error on its way to the one place it becomes a response, with the route it was
+/// on (if routing got that far) for the access line and the metrics.
+#[derive(Debug)]
+pub struct Refused {
+    pub error: ProxyError,
+    pub route: Option<std::sync::Arc<str>>,
 }
 
-fn describe_tls(err: &rustls::Error) -> String {
-    match err {
-        rustls::Error::InvalidCertificate(c) => {
-            format!("the upstream certificate is not trusted ({c:?})")
-        }
-        rustls::Error::AlertReceived(a) => format!("the upstream refused the handshake ({a:?})"),
-        other => other.to_string(),
+impl From<ProxyError> for Refused {
+    fn from(error: ProxyError) -> Self {
+        Self { error, route: None }
     }
 }
 
@@ -279,10 +260,13 @@ mod tests {
                 504,
                 "upstream_timeout",
             ),
+            (ProxyError::Internal, 500, "internal"),
         ];
+        assert_eq!(cases.len(), ProxyError::REASONS.len());
         for (err, status, reason) in cases {
             assert_eq!(err.status().as_u16(), status, "{reason}");
             assert_eq!(err.reason(), reason);
+            assert_eq!(reason_named(reason.as_bytes()), Some(reason));
         }
     }
 

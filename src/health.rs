@@ -104,7 +104,7 @@ pub async fn probe_once(
     else {
         return;
     };
-    let mut req = Request::new(crate::body::empty());
+    let mut req = Request::new(crate::body::Outgoing::empty());
     *req.method_mut() = Method::GET;
     *req.uri_mut() = uri;
     req.headers_mut()
@@ -150,7 +150,7 @@ pub async fn probe_once(
             }
         }
         Ok(Err(e)) => {
-            let err = crate::error::ProxyError::from_upstream(&e);
+            let err = e.to_proxy_error();
             tracing::warn!(route = name, error = %err, "probe: DigiCert unreachable; readiness unchanged");
         }
         Err(_) => tracing::warn!(route = name, "probe: timed out; readiness unchanged"),

@@ -2,9 +2,9 @@
 //! `X-DC-DEVKEY`, DigiCert ONE `x-api-key`, client certificates for mTLS) to calls from
 //! applications that must not hold them, and forwards them over HTTPS.
 //!
-//! The request flow, module by module: [`listener`] → [`proxy`] ([`door`] → [`router`] →
-//! [`policy`] → [`credential`] → [`upstream`]) with [`error`] turning failures into
-//! responses. Beside it: [`config`], [`telemetry`], [`server`] (start and stop), [`check`]
+//! The request flow, module by module: [`listener`] → [`stack`] (the tower layers, in order:
+//! [`door`] → [`router`] → [`policy`] → [`credential`] → [`rate_limit`] → [`upstream`]) with
+//! [`error`] turning failures into responses. Beside it: [`config`], [`telemetry`], [`server`] (start and stop), [`check`]
 //! and the DigiCert stand-in [`mock`] used by `demo` and the tests.
 #![forbid(unsafe_code)]
 
@@ -27,10 +27,10 @@ pub mod listener;
 pub mod metrics;
 pub mod mock;
 pub mod policy;
-pub mod proxy;
 pub mod rate_limit;
 pub mod router;
 pub mod server;
+pub mod stack;
 pub mod telemetry;
 pub mod upstream;
 

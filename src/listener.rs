@@ -15,10 +15,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
 
 use crate::config::{ListenAddr, Server};
 use crate::conn_guard::ConnGuard;
-use crate::proxy::{Peer, Proxy};
+use crate::stack::{Peer, Stack};
 
 /// A bound listening socket. A Unix socket file is removed when this is dropped.
 pub enum Bound {
@@ -84,10 +85,10 @@ fn http_builder(server: &Server) -> auto::Builder<TokioExecutor> {
         // A client that shuts down its sending side still gets its answer.
         .half_close(true)
         .header_read_timeout(server.header_read_timeout)
-        // Above the limits `proxy.rs` enforces with a JSON 431, so that heads just over
+        // Above the limits `stack/head_limits.rs` enforces with a JSON 431, so that heads just over
         // them get the DigiCert-shaped answer; these are the hard backstop.
         .max_buf_size(server.max_header_bytes.saturating_mul(2).max(16 * 1024))
-        .max_headers(2 * crate::proxy::MAX_HEADERS);
+        .max_headers(2 * crate::stack::head_limits::MAX_HEADERS);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -123,17 +124,20 @@ impl Shared {
     }
 
     /// One inbound connection as every listener serves it: guarded by [`ConnGuard`], each
-    /// request handed to `proxy`.
+    /// request handed to the listener's `stack`, with the peer in its extensions.
     pub fn connection<IO>(
         &self,
         io: IO,
         peer: Peer,
-        proxy: Arc<Proxy>,
+        stack: Stack,
     ) -> impl GracefulConnection<Error = Box<dyn std::error::Error + Send + Sync>> + '_
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let service = service_fn(move |req| proxy.clone().handle(peer, req));
+        let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(peer);
+            stack.clone().oneshot(req)
+        });
         let io = ConnGuard::new(io, self.first_bytes, self.write_stall);
         self.builder.serve_connection(TokioIo::new(io), service)
     }
@@ -143,7 +147,7 @@ impl Shared {
 /// watcher that `new_watcher` makes.
 pub async fn accept_loop(
     bound: Bound,
-    proxy: Arc<Proxy>,
+    stack: Stack,
     shared: Arc<Shared>,
     new_watcher: impl Fn() -> Watcher,
     stop: CancellationToken,
@@ -163,10 +167,10 @@ pub async fn accept_loop(
         match accepted {
             Ok(Conn::Tcp(stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                spawn_conn(stream, peer, &proxy, &shared, new_watcher(), permit);
+                spawn_conn(stream, peer, &stack, &shared, new_watcher(), permit);
             }
             Ok(Conn::Unix(stream, peer)) => {
-                spawn_conn(stream, peer, &proxy, &shared, new_watcher(), permit);
+                spawn_conn(stream, peer, &stack, &shared, new_watcher(), permit);
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off rather than spin.
@@ -205,17 +209,17 @@ async fn accept(bound: &Bound) -> io::Result<Conn> {
 fn spawn_conn<IO>(
     io: IO,
     peer: Peer,
-    proxy: &Arc<Proxy>,
+    stack: &Stack,
     shared: &Arc<Shared>,
     watcher: Watcher,
     permit: OwnedSemaphorePermit,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let proxy = proxy.clone();
+    let stack = stack.clone();
     let shared = shared.clone();
     tokio::spawn(async move {
-        let conn = shared.connection(io, peer, proxy);
+        let conn = shared.connection(io, peer, stack);
         if let Err(e) = watcher.watch(conn).await {
             tracing::debug!(error = %e, "connection ended with an error");
         }

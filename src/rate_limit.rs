@@ -12,7 +12,7 @@
 //! as in `governor`, is worse still: with a burst of N it admits up to 2N − 1 per window.)
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -44,11 +44,11 @@ pub struct Limited {
 /// A slot in every window, held while the request is in flight. Dropping it marks the
 /// request finished (answer received, or given up).
 #[derive(Debug)]
-pub struct Permit<'a> {
-    limiter: &'a RateLimiter,
+pub struct Permit {
+    limiter: Arc<RateLimiter>,
 }
 
-impl Drop for Permit<'_> {
+impl Drop for Permit {
     fn drop(&mut self) {
         let mut state = self.limiter.lock();
         state.in_flight = state.in_flight.saturating_sub(1);
@@ -77,7 +77,7 @@ impl RateLimiter {
 
     /// Take a slot now if every window has one. Otherwise say how long until one frees up
     /// (`None`: not before a request in flight finishes).
-    pub fn try_admit(&self, now: Instant) -> Result<Permit<'_>, Option<Duration>> {
+    pub fn try_admit(self: &Arc<Self>, now: Instant) -> Result<Permit, Option<Duration>> {
         let mut state = self.lock();
         let longest = self.windows.iter().map(|w| w.per).max().unwrap_or_default();
         while state
@@ -115,14 +115,16 @@ impl RateLimiter {
         }
         if wait == Some(Duration::ZERO) {
             state.in_flight += 1;
-            Ok(Permit { limiter: self })
+            Ok(Permit {
+                limiter: self.clone(),
+            })
         } else {
             Err(wait)
         }
     }
 
     /// Wait for a slot until `until`; refuse at once if none can come free by then.
-    pub async fn admit(&self, until: Instant) -> Result<Permit<'_>, Limited> {
+    pub async fn admit(self: Arc<Self>, until: Instant) -> Result<Permit, Limited> {
         loop {
             // Listen for finishing requests before looking, so none is missed.
             let finished = self.finished.notified();
@@ -158,7 +160,7 @@ impl RateLimiter {
 mod tests {
     use super::*;
 
-    fn limiter(windows: &[(u32, u64)]) -> RateLimiter {
+    fn limiter(windows: &[(u32, u64)]) -> Arc<RateLimiter> {
         let windows: Vec<RateWindow> = windows
             .iter()
             .map(|(requests, ms)| RateWindow {
@@ -166,7 +168,7 @@ mod tests {
                 per: Duration::from_millis(*ms),
             })
             .collect();
-        RateLimiter::new(&windows).unwrap()
+        Arc::new(RateLimiter::new(&windows).unwrap())
     }
 
     #[test]
@@ -220,15 +222,17 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn admit_waits_up_to_the_limit_then_refuses() {
         let l = limiter(&[(1, 1000)]);
-        drop(l.admit(Instant::now()).await.unwrap());
+        drop(l.clone().admit(Instant::now()).await.unwrap());
         let refused = l
+            .clone()
             .admit(Instant::now() + Duration::from_millis(500))
             .await
             .unwrap_err();
         assert!(refused.retry_after > Duration::from_millis(500));
         let started = Instant::now();
         drop(
-            l.admit(Instant::now() + Duration::from_secs(2))
+            l.clone()
+                .admit(Instant::now() + Duration::from_secs(2))
                 .await
                 .unwrap(),
         );
@@ -237,7 +241,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_waiter_wakes_when_a_request_in_flight_finishes() {
-        let l = std::sync::Arc::new(limiter(&[(1, 10)]));
+        let l = limiter(&[(1, 10)]);
         let first = l.try_admit(Instant::now()).unwrap();
         let l2 = l.clone();
         let waiter = tokio::spawn(async move {

@@ -18,7 +18,7 @@ pub struct RouteHandle {
     /// DigiCert's last verdict on the credential, from the probe.
     pub verdict: crate::credential::Verdict,
     /// The route's rolling windows, shared by all its callers; `None`: unlimited.
-    pub limiter: Option<RateLimiter>,
+    pub limiter: Option<Arc<RateLimiter>>,
     /// The route's name, shared by the access line and the metric labels of each request.
     pub label: Arc<str>,
     /// Slots for requests at DigiCert at once (`rate_limit.max_in_flight`).
@@ -28,7 +28,7 @@ pub struct RouteHandle {
 impl RouteHandle {
     pub fn new(store: CredentialStore) -> Self {
         Self {
-            limiter: RateLimiter::new(&store.route().rate_limit.windows),
+            limiter: RateLimiter::new(&store.route().rate_limit.windows).map(Arc::new),
             label: Arc::from(store.route().name.as_str()),
             in_flight: Arc::new(Semaphore::new(store.route().rate_limit.max_in_flight)),
             store: Arc::new(store),

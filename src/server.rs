@@ -17,8 +17,8 @@ use crate::credential::{CredentialError, CredentialStore};
 use crate::health::{self, Health};
 use crate::listener::{self, Bound, Shared};
 use crate::metrics::Metrics;
-use crate::proxy::Proxy;
 use crate::router::{RouteHandle, Router};
+use crate::stack::{self, Stack};
 
 /// Why the sidecar could not start.
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +38,7 @@ pub enum StartError {
 /// A sidecar with its credentials loaded and its listeners bound, not yet serving.
 pub struct Sidecar {
     config: Config,
-    listeners: Vec<(Bound, Arc<Proxy>)>,
+    listeners: Vec<(Bound, Stack)>,
     routes: Vec<Arc<RouteHandle>>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
@@ -108,13 +108,8 @@ impl Sidecar {
                 ListenAddr::Unix(_) => Vec::new(),
             };
             tracing::info!(listen = %bound.local_addr(), routes = ?routes.iter().map(|r| r.name()).collect::<Vec<_>>(), "listening");
-            let proxy = Arc::new(Proxy::new(
-                Router::new(routes),
-                extra_hosts,
-                server.clone(),
-                metrics.clone(),
-            ));
-            listeners.push((bound, proxy));
+            let stack = stack::build(Router::new(routes), extra_hosts, &server, metrics.clone());
+            listeners.push((bound, stack));
         }
         if let Some(a) = &admin
             && let Ok(addr) = a.local_addr()
@@ -148,12 +143,12 @@ impl Sidecar {
     where
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let Some((_, proxy)) = self.listeners.first() else {
+        let Some((_, stack)) = self.listeners.first() else {
             return;
         };
-        let peer = crate::proxy::Peer::Tcp(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+        let peer = crate::stack::Peer::Tcp(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
         let shared = Shared::new(&self.config.server);
-        let _ = shared.connection(io, peer, proxy.clone()).await;
+        let _ = shared.connection(io, peer, stack.clone()).await;
     }
 
     /// The bound TCP address serving route `name`.
@@ -185,11 +180,11 @@ impl Sidecar {
         let graceful = Arc::new(GracefulShutdown::new());
         let stop_accepting = CancellationToken::new();
         let mut loops = tokio::task::JoinSet::new();
-        for (bound, proxy) in self.listeners {
+        for (bound, stack) in self.listeners {
             let g = graceful.clone();
             loops.spawn(listener::accept_loop(
                 bound,
-                proxy,
+                stack,
                 shared.clone(),
                 move || g.watcher(),
                 stop_accepting.clone(),

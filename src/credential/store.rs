@@ -65,13 +65,7 @@ impl CredentialStore {
     pub fn load(route: &Route, connect_timeout: Duration) -> Result<Self, CredentialError> {
         let roots = super::trust::roots(route.ca_file.as_deref())?;
         let (api_key, client_cert) = read(route)?;
-        let client = UpstreamClient::new(
-            tls::client_config(
-                roots.clone(),
-                client_cert.as_ref().map(ClientCert::certified_key),
-            ),
-            connect_timeout,
-        );
+        let client = new_client(route, &roots, client_cert.as_ref(), connect_timeout)?;
         Ok(Self {
             route: route.clone(),
             roots,
@@ -129,13 +123,12 @@ impl CredentialStore {
         let client = if cert_same {
             old.client.clone()
         } else {
-            UpstreamClient::new(
-                tls::client_config(
-                    self.roots.clone(),
-                    client_cert.as_ref().map(ClientCert::certified_key),
-                ),
+            new_client(
+                &self.route,
+                &self.roots,
+                client_cert.as_ref(),
                 self.connect_timeout,
-            )
+            )?
         };
         self.live.store(Arc::new(Live {
             api_key,
@@ -145,6 +138,22 @@ impl CredentialStore {
         }));
         Ok(Reloaded::Changed)
     }
+}
+
+/// A connection pool to the route's upstream that presents `cert` (if any).
+fn new_client(
+    route: &Route,
+    roots: &Arc<RootCertStore>,
+    cert: Option<&ClientCert>,
+    connect_timeout: Duration,
+) -> Result<UpstreamClient, CredentialError> {
+    let tls = tls::client_config(roots.clone(), cert.map(ClientCert::certified_key));
+    UpstreamClient::new(tls, &route.upstream, connect_timeout).map_err(|e| {
+        CredentialError::Certificate {
+            what: format!("route {}", route.name),
+            reason: e.to_string(),
+        }
+    })
 }
 
 fn read(route: &Route) -> Result<(Option<ApiKey>, Option<ClientCert>), CredentialError> {

@@ -1,8 +1,10 @@
-//! The way out: rustls client configuration ([`tls`]) and the pooled HTTPS client to
-//! DigiCert ([`client`]).
+//! The way out to DigiCert: rustls client configuration ([`tls`]), dialing ([`connect`]),
+//! the pool of connections ([`pool`]) and what a failure means ([`error`]).
 
-pub mod client;
-pub mod exchange;
+pub mod connect;
+pub mod error;
+pub mod pool;
 pub mod tls;
 
-pub use client::{ConnectTimeout, UpstreamClient};
+pub use error::UpstreamError;
+pub use pool::{PooledBody, UpstreamClient};

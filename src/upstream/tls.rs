@@ -8,17 +8,22 @@ use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, SignatureScheme};
 
 /// A client configuration for one route and one generation of its client certificate.
-pub fn client_config(roots: Arc<RootCertStore>, cert: Option<Arc<CertifiedKey>>) -> ClientConfig {
+pub fn client_config(
+    roots: Arc<RootCertStore>,
+    cert: Option<Arc<CertifiedKey>>,
+) -> Arc<ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .expect("the ring provider supports TLS 1.2 and 1.3")
         .with_root_certificates(roots);
-    // ALPN (h2, http/1.1) is set by the connector, which must see it empty here.
-    match cert {
+    let mut config = match cert {
         Some(cert) => builder.with_client_cert_resolver(Arc::new(FixedClientCert(cert))),
         None => builder.with_no_client_auth(),
-    }
+    };
+    // h2 first: one multiplexed connection serves every request (see `pool.rs`).
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Arc::new(config)
 }
 
 /// Presents one certificate whenever the server asks. A new certificate means a new

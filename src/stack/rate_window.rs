@@ -1,0 +1,137 @@
+//! DigiCert's rolling windows ([`crate::rate_limit`]), per attempt: every request that reaches
+//! DigiCert, retries included, must find room in every window of its route. A request waits
+//! up to `max_wait` (within its deadline) for room, then gets 429 with `Retry-After`. The
+//! window's slot is held until DigiCert's answer (or the failure) arrives.
+//!
+//! Our own layer: tower's `RateLimit` is a fixed-interval token count, which admits up to
+//! twice the limit within one rolling window (see `rate_limit.rs`).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use http::Request;
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+use tower::{Layer, Service, ServiceExt};
+
+use super::deadline::deadline;
+use super::in_flight::{admission_deadline, refused};
+use super::route::routed;
+use crate::body::Outgoing;
+use crate::error::ProxyError;
+use crate::metrics::Metrics;
+use crate::rate_limit::Permit;
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+#[derive(Debug, Clone)]
+pub struct RateWindowLayer {
+    metrics: Arc<Metrics>,
+}
+
+impl RateWindowLayer {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self { metrics }
+    }
+}
+
+impl<S> Layer<S> for RateWindowLayer {
+    type Service = RateWindows<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RateWindows {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RateWindows<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S> Service<Request<Outgoing>> for RateWindows<S>
+where
+    S: Service<Request<Outgoing>, Error = ProxyError> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Response: Send,
+{
+    type Response = S::Response;
+    type Error = ProxyError;
+    type Future = WindowFuture<S::Future, S::Response>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Outgoing>) -> Self::Future {
+        let route = match routed(&req) {
+            Ok(r) => r.route.clone(),
+            Err(e) => return WindowFuture::Done { error: Some(e) },
+        };
+        let Some(limiter) = route.limiter.clone() else {
+            return WindowFuture::Sending {
+                future: self.inner.call(req),
+                permit: None,
+            };
+        };
+        if let Ok(permit) = limiter.try_admit(Instant::now()) {
+            return WindowFuture::Sending {
+                future: self.inner.call(req),
+                permit: Some(permit),
+            };
+        }
+        let until = admission_deadline(&route, deadline(&req));
+        let service = self.inner.clone();
+        let metrics = self.metrics.clone();
+        WindowFuture::Waiting {
+            future: Box::pin(async move {
+                let permit = match limiter.admit(until).await {
+                    Ok(permit) => permit,
+                    Err(limited) => {
+                        tracing::warn!(route = route.name(), retry_after = ?limited.retry_after, "rate limit: refusing rather than exceed DigiCert's windows");
+                        return Err(refused(&route, &metrics, limited.retry_after));
+                    }
+                };
+                let answer = service.oneshot(req).await;
+                drop(permit);
+                answer
+            }),
+        }
+    }
+}
+
+pin_project! {
+    #[project = WindowProj]
+    pub enum WindowFuture<F, R> {
+        Done { error: Option<ProxyError> },
+        Sending { #[pin] future: F, permit: Option<Permit> },
+        Waiting { future: BoxFuture<Result<R, ProxyError>> },
+    }
+}
+
+impl<F, R> Future for WindowFuture<F, R>
+where
+    F: Future<Output = Result<R, ProxyError>>,
+{
+    type Output = Result<R, ProxyError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            WindowProj::Done { error } => {
+                Poll::Ready(Err(error.take().unwrap_or(ProxyError::Internal)))
+            }
+            WindowProj::Waiting { future } => future.as_mut().poll(cx),
+            WindowProj::Sending { future, permit } => {
+                let answer = ready!(future.poll(cx));
+                // The answer (or the failure) is in: the request finished for the windows.
+                permit.take();
+                Poll::Ready(answer)
+            }
+        }
+    }
+}

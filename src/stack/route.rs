@@ -1,0 +1,142 @@
+//! Routing as a layer: pick the route ([`crate::router::Router`]), tell the layers below it
+//! ([`Routed`] in the request's extensions), and name the route on the way back, in the
+//! response ([`RouteLabel`]) or in the error ([`Refused`]), for the access line and metrics.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use http::uri::PathAndQuery;
+use http::{Request, Response, Version};
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
+
+use crate::error::{ProxyError, Refused};
+use crate::router::{RouteHandle, Router};
+
+/// The route a request is on, and the path-and-query to send upstream.
+#[derive(Debug, Clone)]
+pub struct Routed {
+    pub route: Arc<RouteHandle>,
+    pub forward: PathAndQuery,
+}
+
+/// The name of the route that answered, in the response's extensions.
+#[derive(Debug, Clone)]
+pub struct RouteLabel(pub Arc<str>);
+
+/// The [`Routed`] of a request, or the error of a stack built out of order.
+pub fn routed<B>(req: &Request<B>) -> Result<&Routed, ProxyError> {
+    req.extensions().get::<Routed>().ok_or(ProxyError::Internal)
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteLayer {
+    router: Arc<Router>,
+}
+
+impl RouteLayer {
+    pub fn new(router: Router) -> Self {
+        Self {
+            router: Arc::new(router),
+        }
+    }
+}
+
+impl<S> Layer<S> for RouteLayer {
+    type Service = RouteSelect<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RouteSelect {
+            inner,
+            router: self.router.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteSelect<S> {
+    inner: S,
+    router: Arc<Router>,
+}
+
+impl<S, B, RB> Service<Request<B>> for RouteSelect<S>
+where
+    S: Service<Request<B>, Response = Response<RB>, Error = ProxyError>,
+{
+    type Response = Response<RB>;
+    type Error = Refused;
+    type Future = RouteFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Refused>> {
+        self.inner.poll_ready(cx).map_err(Refused::from)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        // In HTTP/1 a URI with an authority is a proxy request (absolute form); in h2 every
+        // request carries `:authority`, which plays the part of `Host`.
+        let proxy_host = (req.version() < Version::HTTP_2)
+            .then(|| req.uri().host())
+            .flatten();
+        let (route, forward) = match self.router.select(req.uri(), proxy_host) {
+            Ok((route, forward)) => (route.clone(), forward),
+            Err(e) => return RouteFuture::Refused { error: Some(e) },
+        };
+        let forward = match PathAndQuery::try_from(forward) {
+            Ok(p) => p,
+            Err(_) => {
+                return RouteFuture::Refused {
+                    error: Some(ProxyError::BadRequest(
+                        "the request path cannot be forwarded".into(),
+                    )),
+                };
+            }
+        };
+        let label = route.label.clone();
+        req.extensions_mut().insert(Routed { route, forward });
+        RouteFuture::Inner {
+            future: self.inner.call(req),
+            label: Some(label),
+        }
+    }
+}
+
+pin_project! {
+    #[project = RouteFutureProj]
+    pub enum RouteFuture<F> {
+        Refused { error: Option<ProxyError> },
+        Inner { #[pin] future: F, label: Option<Arc<str>> },
+    }
+}
+
+impl<F, RB> Future for RouteFuture<F>
+where
+    F: Future<Output = Result<Response<RB>, ProxyError>>,
+{
+    type Output = Result<Response<RB>, Refused>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            RouteFutureProj::Refused { error } => Poll::Ready(Err(Refused::from(
+                error.take().unwrap_or(ProxyError::Internal),
+            ))),
+            RouteFutureProj::Inner { future, label } => {
+                let result = ready!(future.poll(cx));
+                let label = label.take();
+                Poll::Ready(match result {
+                    Ok(mut resp) => {
+                        if let Some(label) = label {
+                            resp.extensions_mut().insert(RouteLabel(label));
+                        }
+                        Ok(resp)
+                    }
+                    Err(error) => Err(Refused {
+                        error,
+                        route: label,
+                    }),
+                })
+            }
+        }
+    }
+}
