@@ -162,3 +162,68 @@ impl ResponseForPanic for PanicAnswer {
         ProxyError::Internal.into_response()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use tower::{Service, ServiceExt};
+
+    /// The order of the layers is the order of the request's steps: pinned here, from the
+    /// type [`build`] returns, so a reordering cannot pass unnoticed.
+    #[test]
+    fn the_layers_are_in_the_order_of_the_request_path() {
+        let name = std::any::type_name::<Stack>();
+        let order = [
+            "SetSensitiveRequestHeaders<",
+            "MapRequest<",
+            "SetRequestId<",
+            "PropagateRequestId<",
+            "rescue::Rescue<",
+            "CatchPanic<",
+            "head_limits::HeadLimits<",
+            "door::DoorCheck<",
+            "route::RouteSelect<",
+            "policy::PolicyCheck<",
+            "hold_body::HoldBody<",
+            "deadline::WithDeadline<",
+            "credential::AttachCredential<",
+            "in_flight::InFlight<",
+            "retry::Retry<",
+            "rate_window::RateWindows<",
+            "upstream::SendUpstream",
+        ];
+        let mut at = 0;
+        for layer in order {
+            let found = name[at..]
+                .find(layer)
+                .unwrap_or_else(|| panic!("{layer} missing or out of order in {name}"));
+            at += found + layer.len();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panic_is_a_json_500_not_a_dropped_connection() {
+        let mut svc = ServiceBuilder::new()
+            .layer(CatchPanicLayer::custom(PanicAnswer))
+            .service(tower::service_fn(|_req: Request<()>| async {
+                if true {
+                    panic!("canary-panic-text");
+                }
+                Ok::<_, std::convert::Infallible>(Response::new(crate::body::empty()))
+            }));
+        let resp = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(Request::new(()))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 500);
+        assert_eq!(resp.headers()[crate::error::ERROR_HEADER], "internal");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["errors"][0]["code"], "sidecar_internal");
+        assert!(!String::from_utf8_lossy(&body).contains("canary"));
+    }
+}

@@ -12,5 +12,6 @@ mod inbound;
 mod lifecycle;
 mod rotation;
 mod secrets;
+mod stack;
 mod support;
 mod upstream;
