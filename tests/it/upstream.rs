@@ -168,3 +168,58 @@ async fn alpn_picks_h2_when_offered_and_http1_otherwise() {
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn an_http1_upstream_reuses_connections_sequentially_and_under_concurrency() {
+    let w = World::with(MockOptions {
+        http1_only: true,
+        ..Default::default()
+    })
+    .await;
+    let s = Running::certcentral(&w).await;
+    let client = h1_client();
+    // Bodies read to the end, answers without a body (HEAD), and an error answer read
+    // for a rejection: each gives its connection back.
+    for i in 0..60 {
+        let (method, path) = match i % 3 {
+            0 => ("GET", "/services/v2/user/me"),
+            1 => ("HEAD", "/services/v2/user/me"),
+            _ => ("GET", "/services/v2/nothing-here"),
+        };
+        let got = send(&client, method, &s.url(path), &[], Default::default()).await;
+        assert!(
+            got.status == 200 || got.status == 404,
+            "{method} {path}: {}",
+            got.status
+        );
+    }
+    let sequential = w.mock.tls_connections();
+    assert!(
+        sequential <= 2,
+        "{sequential} TLS connections for 60 sequential requests"
+    );
+    // 16 clients at once: at most one connection each, reused for their next requests.
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let url = s.url("/services/v2/user/me");
+        tasks.push(tokio::spawn(async move {
+            let client = h1_client();
+            for _ in 0..10 {
+                let got = send(&client, "GET", &url, &[], Default::default()).await;
+                assert_eq!(got.status, 200);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let concurrent = w.mock.tls_connections() - sequential;
+    eprintln!(
+        "HTTP/1.1 upstream: {sequential} connections for 60 sequential requests, {concurrent} for 16 x 10 concurrent"
+    );
+    assert!(
+        concurrent <= 16,
+        "{concurrent} connections for 16 concurrent clients"
+    );
+    s.stop().await;
+}
