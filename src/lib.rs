@@ -5,7 +5,8 @@
 //! The request flow, module by module: [`listener`] → [`stack`] (the tower layers, in order:
 //! [`door`] → [`router`] → [`policy`] → [`credential`] → [`rate_limit`] → [`upstream`]) with
 //! [`error`] turning failures into responses. Beside it: [`config`], [`telemetry`], [`server`] (start and stop), [`check`]
-//! and the DigiCert stand-in [`mock`] used by `demo` and the tests.
+//! and the DigiCert stand-in [`mock`] used by `demo` and the tests; for hosts without
+//! Kubernetes, [`systemd`] (socket activation, sd_notify), [`exec`] and [`wait`].
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -18,6 +19,7 @@ pub mod demo;
 pub mod digicert;
 pub mod door;
 pub mod error;
+pub mod exec;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod hardening;
@@ -31,8 +33,10 @@ pub mod rate_limit;
 pub mod router;
 pub mod server;
 pub mod stack;
+pub mod systemd;
 pub mod telemetry;
 pub mod upstream;
+pub mod wait;
 
 pub use config::Config;
 pub use server::{Sidecar, StartError};

@@ -1,12 +1,14 @@
-//! The `digicert-sidecar` command: `run` (the default), `check` and `demo`.
+//! The `digicert-sidecar` command: `run` (the default), `check`, `demo`, `exec` and `wait`.
 #![forbid(unsafe_code)]
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use digicert_sidecar::{check, config, demo, hardening, server, telemetry};
+use digicert_sidecar::{check, config, demo, exec, hardening, server, systemd, telemetry, wait};
 
 /// A local credential sidecar for the DigiCert APIs.
 ///
@@ -46,13 +48,60 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
     },
+    /// Run a command with a sidecar beside it for as long as it runs (cron jobs, CI jobs,
+    /// scripts). The sidecar starts first; CMD runs once it is ready, with
+    /// DIGICERT_SIDECAR_URL=http://127.0.0.1:PORT (or DIGICERT_SIDECAR_SOCKET=PATH) in its
+    /// environment and no secret. SIGTERM and SIGINT are passed on to CMD. Exits with CMD's
+    /// status (128+N if signal N ended it; 127 if CMD is not found; 1, without running CMD,
+    /// if the sidecar cannot start).
+    Exec {
+        /// TOML configuration file (same lookup as `run`).
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Also set HTTP_PROXY and http_proxy to the sidecar, for clients that honour them.
+        #[arg(long)]
+        proxy_env: bool,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<OsString>,
+    },
+    /// Wait until the sidecar is ready (its admin /readyz answers 200): exit 0 then, or 1
+    /// with what it last saw when the timeout passes first. For entrypoints:
+    /// `digicert-sidecar wait && exec app`.
+    Wait {
+        /// The sidecar's admin listener.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9901")]
+        admin: String,
+        /// How long to wait, e.g. "30s", "2m".
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     hardening::quiet_panics();
-    match cli.command.unwrap_or(Command::Run { config: None }) {
+    let command = cli.command.unwrap_or(Command::Run { config: None });
+    if matches!(command, Command::Run { .. }) {
+        // Before any thread exists: this takes LISTEN_FDS out of the environment.
+        systemd::take_passed_sockets();
+    }
+    match command {
         Command::Run { config } => run(config),
+        Command::Exec {
+            config,
+            proxy_env,
+            command,
+        } => run_exec(config, exec::Exec { command, proxy_env }),
+        Command::Wait { admin, timeout } => {
+            match runtime(1).block_on(wait::until_ready(&admin, timeout)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(last) => {
+                    eprintln!("digicert-sidecar wait: {last}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Check { config } => {
             let report = check::run(config.as_deref());
             print!("{}", report.text);
@@ -94,6 +143,8 @@ fn run(path: Option<PathBuf>) -> ExitCode {
     runtime(config.server.worker_threads).block_on(async move {
         match digicert_sidecar::Sidecar::bind(config).await {
             Ok(sidecar) => {
+                systemd::ready();
+                tokio::spawn(systemd::watchdog());
                 sidecar.serve(server::termination_signal()).await;
                 ExitCode::SUCCESS
             }
@@ -101,6 +152,28 @@ fn run(path: Option<PathBuf>) -> ExitCode {
                 tracing::error!(error = %e, "cannot start");
                 eprintln!("error: {e}");
                 ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn run_exec(path: Option<PathBuf>, how: exec::Exec) -> ExitCode {
+    let config = match config::load(path.as_deref()) {
+        Ok((config, _)) => config,
+        Err(e) => {
+            eprintln!("error: configuration: {e}");
+            return ExitCode::from(exec::CANNOT_START);
+        }
+    };
+    let _log = telemetry::init(config.log.format, &config.log.level);
+    hardening::lock_down();
+    runtime(config.server.worker_threads).block_on(async move {
+        match digicert_sidecar::Sidecar::bind(config.clone()).await {
+            Ok(sidecar) => ExitCode::from(exec::run(sidecar, &config, how).await),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start; the command is not run");
+                eprintln!("error: {e}");
+                ExitCode::from(exec::CANNOT_START)
             }
         }
     })
