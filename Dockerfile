@@ -1,43 +1,52 @@
 # syntax=docker/dockerfile:1
 #
-# digicert-sidecar container image.
+# digicert-sidecar container image: one static binary in `scratch`.
 #
 #   docker build -t digicert-sidecar:0.1.0 .
 #   docker run --rm digicert-sidecar:0.1.0 --help
 #
-# Build stage: a static (musl) release binary, so the final stage needs no libc.
-# Final stage: `scratch` with the binary, CA roots, a passwd entry for the numeric
-# non-root user, nothing else: no shell, no package manager. That is also why there is
-# no HEALTHCHECK here: orchestrators probe GET /healthz and /readyz on the admin port
-# (9901) instead (see deploy/kubernetes and deploy/compose).
+# From a static binary built beside the image (what CI does, with buildah: .ci/image):
+#
+#   RUSTFLAGS="-C target-feature=+crt-static" \
+#     cargo build --release --locked --target x86_64-unknown-linux-gnu
+#   mkdir -p dist && cp target/x86_64-unknown-linux-gnu/release/digicert-sidecar dist/
+#   docker build --build-arg BINARY=prebuilt -f Dockerfile -t digicert-sidecar:0.1.0 dist
+#
+# Build stage: the ordinary gnu target linked statically (`+crt-static`, a static-pie
+# binary), so the final stage needs no libc. RUSTFLAGS apply to the target only because
+# --target is given: build scripts and proc-macros stay dynamic, as they must.
+# Final stage: `scratch` with the binary, nothing else: no shell, no libraries, no CA
+# bundle (the web PKI roots are built in; SSL_CERT_FILE/SSL_CERT_DIR add corporate ones),
+# no passwd file (the user is numeric). That is also why there is no HEALTHCHECK here:
+# orchestrators probe GET /healthz and /readyz on the admin port (9901) instead (see
+# deploy/kubernetes and deploy/compose).
 #
 # For reproducible builds, pin the base image by digest as well as by tag
 # (rust:1.95-bookworm@sha256:...) once you build in your own CI.
 
+# Where the binary comes from: "build" (compiled here) or "prebuilt" (a static
+# digicert-sidecar at the top of the build context).
+ARG BINARY=build
+
 FROM rust:1.95-bookworm AS build
-
-# musl-tools gives musl-gcc, which `ring` (the TLS crypto) needs to compile its C and
-# assembly for the musl target.
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends musl-tools=1.2.3-1 \
-    && rm -rf /var/lib/apt/lists/* \
-    && rustup target add x86_64-unknown-linux-musl
-
 WORKDIR /src
 COPY . .
-
 # The cache mounts keep the crate registry and the target directory between builds
 # (BuildKit); the binary is copied out of the cached target dir in the same step.
-# `--version` proves the static binary runs before it is shipped.
+# Debug info is stripped (panic locations stay); `--version` proves the binary runs.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --target x86_64-unknown-linux-musl --bin digicert-sidecar \
-    && install -D -m 0755 target/x86_64-unknown-linux-musl/release/digicert-sidecar /out/usr/local/bin/digicert-sidecar \
-    && /out/usr/local/bin/digicert-sidecar --version \
-    && install -D -m 0644 /etc/ssl/certs/ca-certificates.crt /out/etc/ssl/certs/ca-certificates.crt \
-    && mkdir -p /out/etc/digicert-sidecar \
-    && printf 'nonroot:x:65532:65532:nonroot:/nonexistent:/sbin/nologin\n' > /out/etc/passwd \
-    && printf 'nonroot:x:65532:\n' > /out/etc/group
+    RUSTFLAGS="-C target-feature=+crt-static" \
+    cargo build --release --locked --target x86_64-unknown-linux-gnu --bin digicert-sidecar \
+    && install -D -m 0755 target/x86_64-unknown-linux-gnu/release/digicert-sidecar /out/usr/local/bin/digicert-sidecar \
+    && strip --strip-debug /out/usr/local/bin/digicert-sidecar \
+    && /out/usr/local/bin/digicert-sidecar --version
+
+FROM scratch AS prebuilt
+COPY --chmod=0755 digicert-sidecar /out/usr/local/bin/digicert-sidecar
+
+# hadolint ignore=DL3006
+FROM ${BINARY} AS binary
 
 FROM scratch
 
@@ -45,12 +54,9 @@ LABEL org.opencontainers.image.title="digicert-sidecar" \
       org.opencontainers.image.description="A local credential sidecar for the DigiCert APIs: plain HTTP in, authenticated HTTPS out." \
       org.opencontainers.image.licenses="Apache-2.0"
 
-# The binary bundles the web PKI roots (webpki-roots); the system bundle is there for
-# tools and for `ca_file` users who want to point at it.
-COPY --from=build /out/ /
+COPY --from=binary /out/ /
 
-ENV PATH=/usr/local/bin \
-    SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
+ENV PATH=/usr/local/bin
 
 # Numeric, so that Kubernetes' runAsNonRoot can verify it without /etc/passwd.
 USER 65532:65532

@@ -17,7 +17,13 @@ pub async fn run(listen: SocketAddr) -> Result<(), String> {
     let mock = MockDigicert::start(options.clone())
         .await
         .map_err(|e| format!("cannot start the DigiCert mock: {e}"))?;
-    let dir = tempfile_dir().map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+    let dir = tempfile_dir().map_err(|e| {
+        format!(
+            "cannot create a temporary directory in {} for the demo credentials: {e} \
+             (in a container, give it a writable /tmp, e.g. `docker run --tmpfs /tmp`, or set TMPDIR)",
+            std::env::temp_dir().display()
+        )
+    })?;
     let files = write_files(dir.path(), &mock, &options)
         .map_err(|e| format!("cannot write the demo credentials: {e}"))?;
     let config = demo_config(listen, &mock, &files)?;
