@@ -33,13 +33,13 @@ WORKDIR /src
 COPY . .
 # The cache mounts keep the crate registry and the target directory between builds
 # (BuildKit); the binary is copied out of the cached target dir in the same step.
-# Debug info is stripped (panic locations stay); `--version` proves the binary runs.
+# Debug info and symbols are stripped (panic locations stay); `--version` proves the binary runs.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     RUSTFLAGS="-C target-feature=+crt-static" \
     cargo build --release --locked --target x86_64-unknown-linux-gnu --bin digicert-sidecar \
     && install -D -m 0755 target/x86_64-unknown-linux-gnu/release/digicert-sidecar /out/usr/local/bin/digicert-sidecar \
-    && strip --strip-debug /out/usr/local/bin/digicert-sidecar \
+    && strip --strip-unneeded /out/usr/local/bin/digicert-sidecar \
     && /out/usr/local/bin/digicert-sidecar --version
 
 FROM scratch AS prebuilt
