@@ -1,8 +1,10 @@
-//! The admin listener: `/healthz`, `/readyz` and `/metrics`, and nothing else. It is never
+//! The admin listener: `/healthz`, `/readyz` and `/metrics`, and nothing else (but
+//! `POST /quitquitquit` from a loopback peer where `admin_shutdown` allows it). It is never
 //! proxied and may bind a non-loopback address (Kubernetes probes reach the pod IP): it holds
 //! no credential and shows no secret.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
@@ -21,9 +23,39 @@ use crate::metrics::Metrics;
 pub struct Admin {
     pub health: Arc<Health>,
     pub metrics: Arc<Metrics>,
+    /// Cancelled by `POST /quitquitquit`; `None` unless `admin_shutdown = true`.
+    pub quit: Option<CancellationToken>,
 }
 
 impl Admin {
+    /// Answer one admin request from `peer`: `/quitquitquit` here, the rest in [`Self::answer`].
+    pub fn answer_from<B>(&self, peer: SocketAddr, req: &Request<B>) -> Response<ProxyBody> {
+        if req.uri().path() != "/quitquitquit" {
+            return self.answer(req);
+        }
+        let Some(quit) = &self.quit else {
+            return text(
+                StatusCode::NOT_FOUND,
+                "POST /quitquitquit is off (server.admin_shutdown = false)\n",
+            );
+        };
+        if !peer.ip().to_canonical().is_loopback() {
+            tracing::warn!(peer = %peer.ip(), "POST /quitquitquit refused: not a loopback peer");
+            return text(
+                StatusCode::FORBIDDEN,
+                "only a loopback peer may stop the sidecar\n",
+            );
+        }
+        if req.method() != Method::POST {
+            let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "POST only\n");
+            resp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            return resp;
+        }
+        quit.cancel();
+        text(StatusCode::ACCEPTED, "shutting down\n")
+    }
+
     /// Answer one admin request.
     pub fn answer<B>(&self, req: &Request<B>) -> Response<ProxyBody> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -89,7 +121,7 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, stop: CancellationT
             a = listener.accept() => a,
             _ = stop.cancelled() => return,
         };
-        let Ok((stream, _)) = accepted else {
+        let Ok((stream, peer)) = accepted else {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             continue;
         };
@@ -97,7 +129,7 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, stop: CancellationT
         let builder = builder.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
-                let resp = admin.answer(&req);
+                let resp = admin.answer_from(peer, &req);
                 async move { Ok::<_, Infallible>(resp) }
             });
             let _ = builder

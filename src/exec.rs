@@ -79,6 +79,8 @@ fn sidecar_env(addr: &ListenAddr, proxy_env: bool) -> Vec<(&'static str, String)
             env
         }
         ListenAddr::Unix(p) => vec![("DIGICERT_SIDECAR_SOCKET", p.display().to_string())],
+        // A bound listener is TCP or Unix; a systemd socket is reported as one of those.
+        ListenAddr::Systemd(_) => Vec::new(),
     }
 }
 

@@ -20,19 +20,25 @@ use tower::ServiceExt;
 use crate::config::{ListenAddr, Server};
 use crate::conn_guard::ConnGuard;
 use crate::stack::{Peer, Stack};
+use crate::systemd::Passed;
 
-/// A bound listening socket. A Unix socket file is removed when this is dropped.
+/// A bound listening socket. A Unix socket file we made is removed when this is dropped.
 pub enum Bound {
     Tcp(TcpListener),
     Unix(UnixListener, SocketFile),
 }
 
-/// Removes the socket file on drop.
-pub struct SocketFile(PathBuf);
+/// A Unix socket's path; removed on drop unless systemd owns the socket.
+pub struct SocketFile {
+    path: PathBuf,
+    ours: bool,
+}
 
 impl Drop for SocketFile {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        if self.ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -44,9 +50,34 @@ impl Bound {
             ListenAddr::Unix(path) => {
                 remove_stale_socket(path)?;
                 let listener = UnixListener::bind(path)?;
-                let file = SocketFile(path.clone());
+                let file = SocketFile {
+                    path: path.clone(),
+                    ours: true,
+                };
                 std::fs::set_permissions(path, std::fs::Permissions::from_mode(unix_mode))?;
                 Ok(Bound::Unix(listener, file))
+            }
+            ListenAddr::Systemd(name) => Self::passed(name),
+        }
+    }
+
+    /// The socket systemd passed as `name` (`FileDescriptorName=`). Its mode, owner and
+    /// file belong to the .socket unit: they are neither changed nor removed here.
+    fn passed(name: &str) -> io::Result<Self> {
+        match crate::systemd::take_socket(name)? {
+            Passed::Tcp(l) => {
+                l.set_nonblocking(true)?;
+                Ok(Bound::Tcp(TcpListener::from_std(l)?))
+            }
+            Passed::Unix(l) => {
+                l.set_nonblocking(true)?;
+                let path = l
+                    .local_addr()?
+                    .as_pathname()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| PathBuf::from(format!("@systemd:{name}")));
+                let file = SocketFile { path, ours: false };
+                Ok(Bound::Unix(UnixListener::from_std(l)?, file))
             }
         }
     }
@@ -58,7 +89,7 @@ impl Bound {
                 .local_addr()
                 .map(ListenAddr::Tcp)
                 .unwrap_or_else(|_| ListenAddr::Unix(PathBuf::from("?"))),
-            Bound::Unix(_, SocketFile(p)) => ListenAddr::Unix(p.clone()),
+            Bound::Unix(_, file) => ListenAddr::Unix(file.path.clone()),
         }
     }
 }

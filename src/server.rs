@@ -104,8 +104,18 @@ impl Sidecar {
                     source,
                 })?;
             let extra_hosts = match bound.local_addr() {
+                // A socket systemd passed is checked here: its address was not in the file.
+                ListenAddr::Tcp(a) if !a.ip().is_loopback() && !server.allow_non_loopback => {
+                    return Err(StartError::Bind {
+                        addr,
+                        source: std::io::Error::other(format!(
+                            "{a} is not a loopback address; listen on 127.0.0.1 or a Unix \
+                             socket, or set server.allow_non_loopback = true"
+                        )),
+                    });
+                }
                 ListenAddr::Tcp(a) => vec![a.ip().to_string()],
-                ListenAddr::Unix(_) => Vec::new(),
+                ListenAddr::Unix(_) | ListenAddr::Systemd(_) => Vec::new(),
             };
             tracing::info!(listen = %bound.local_addr(), routes = ?routes.iter().map(|r| r.name()).collect::<Vec<_>>(), "listening");
             let stack = stack::build(Router::new(routes), extra_hosts, &server, metrics.clone());
@@ -195,10 +205,13 @@ impl Sidecar {
         let stop_background = CancellationToken::new();
         let stores: Vec<_> = self.routes.iter().map(|r| r.store.clone()).collect();
         let mut background = tokio::task::JoinSet::new();
+        // POST /quitquitquit (admin_shutdown) ends serving as SIGTERM does.
+        let quit = CancellationToken::new();
         if let Some(listener) = self.admin {
             let admin = Arc::new(Admin {
                 health: self.health.clone(),
                 metrics: self.metrics.clone(),
+                quit: server.admin_shutdown.then(|| quit.clone()),
             });
             background.spawn(admin::serve(listener, admin, stop_background.clone()));
         }
@@ -218,7 +231,11 @@ impl Sidecar {
             ));
         }
 
-        shutdown.await;
+        tokio::select! {
+            _ = shutdown => {}
+            _ = quit.cancelled() => tracing::info!("POST /quitquitquit received"),
+        }
+        crate::systemd::stopping();
         self.health.start_draining();
         tracing::info!(grace = ?server.shutdown_grace, "shutting down: no new connections, finishing requests in flight");
         stop_accepting.cancel();

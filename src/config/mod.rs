@@ -6,6 +6,7 @@
 
 pub mod env;
 pub mod log_filter;
+mod paths;
 pub mod raw;
 mod route;
 mod secrets;

@@ -24,12 +24,15 @@ pub struct RawConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawServer {
-    /// `host:port` or `unix:/path/to/socket`.
+    /// `host:port`, `unix:/path/to/socket` or `systemd:NAME` (a socket systemd passed).
     pub listen: String,
     /// A TCP listen address off loopback is refused unless this is true.
     pub allow_non_loopback: bool,
     /// `host:port` of the admin listener, or `"off"`.
     pub admin: String,
+    /// `POST /quitquitquit` on the admin listener, from a loopback peer, starts a graceful
+    /// exit (for Jobs whose sidecar must end with the main container).
+    pub admin_shutdown: bool,
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
     #[serde(with = "humantime_serde")]
@@ -55,6 +58,7 @@ impl Default for RawServer {
             listen: "127.0.0.1:8080".into(),
             allow_non_loopback: false,
             admin: "127.0.0.1:9901".into(),
+            admin_shutdown: false,
             request_timeout: Duration::from_secs(60),
             header_read_timeout: Duration::from_secs(10),
             body_idle_timeout: Duration::from_secs(30),

@@ -251,13 +251,18 @@ pub(super) fn route(i: usize, r: &RawRoute, server: &Server) -> Result<Route, Co
             ));
         }
     };
+    let ca_file = r
+        .ca_file
+        .as_ref()
+        .map(|f| super::paths::file_path(&key("ca_file"), f))
+        .transpose()?;
     Ok(Route {
         name,
         path_prefix,
         strip_prefix: r.strip_prefix,
         listen,
         upstream,
-        ca_file: r.ca_file.as_ref().map(PathBuf::from),
+        ca_file,
         api_key,
         client_cert,
         policy,

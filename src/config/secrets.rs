@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use http::HeaderName;
 
 use super::ConfigError;
+use super::paths::file_path;
 use super::raw::{RawApiKey, RawClientCert};
 
 /// Where a secret is read from.
@@ -70,7 +71,7 @@ pub(super) fn secret_source(
     env: &Option<String>,
 ) -> Result<SecretSource, ConfigError> {
     match (file, env) {
-        (Some(f), None) if !f.is_empty() => Ok(SecretSource::File(PathBuf::from(f))),
+        (Some(f), None) if !f.is_empty() => Ok(SecretSource::File(file_path(&key(file_key), f)?)),
         (None, Some(e)) if !e.is_empty() => Ok(SecretSource::Env(e.clone())),
         (Some(_), Some(_)) => Err(ConfigError::invalid(
             key(file_key),
@@ -120,7 +121,7 @@ pub(super) fn client_cert(
     }
     match (&c.pkcs12_file, &c.cert_file, &c.key_file) {
         (Some(p12), None, None) => Ok(ClientCertSource::Pkcs12 {
-            file: PathBuf::from(p12),
+            file: file_path(&key("client_cert.pkcs12_file"), p12)?,
             password: secret_source(
                 key,
                 "client_cert.password_file",
@@ -137,8 +138,8 @@ pub(super) fn client_cert(
                 ));
             }
             Ok(ClientCertSource::Pem {
-                cert_file: PathBuf::from(cert),
-                key_file: PathBuf::from(k),
+                cert_file: file_path(&key("client_cert.cert_file"), cert)?,
+                key_file: file_path(&key("client_cert.key_file"), k)?,
             })
         }
         _ => Err(ConfigError::invalid(

@@ -14,6 +14,8 @@ pub struct Server {
     pub allow_non_loopback: bool,
     /// `None` when the admin listener is `"off"`.
     pub admin: Option<SocketAddr>,
+    /// `POST /quitquitquit` from a loopback peer starts a graceful exit.
+    pub admin_shutdown: bool,
     pub request_timeout: Duration,
     pub header_read_timeout: Duration,
     pub body_idle_timeout: Duration,
@@ -49,6 +51,8 @@ pub enum LogFormat {
 pub enum ListenAddr {
     Tcp(SocketAddr),
     Unix(PathBuf),
+    /// A socket systemd passed (socket activation), by its `FileDescriptorName=`.
+    Systemd(String),
 }
 
 impl std::fmt::Display for ListenAddr {
@@ -56,6 +60,7 @@ impl std::fmt::Display for ListenAddr {
         match self {
             ListenAddr::Tcp(a) => write!(f, "{a}"),
             ListenAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+            ListenAddr::Systemd(name) => write!(f, "systemd:{name}"),
         }
     }
 }
@@ -77,6 +82,12 @@ pub(super) fn server(raw: &RawServer) -> Result<Server, ConfigError> {
         return Err(ConfigError::invalid(
             "server.admin",
             "the admin listener must not share server.listen's address",
+        ));
+    }
+    if raw.admin_shutdown && admin.is_none() {
+        return Err(ConfigError::invalid(
+            "server.admin_shutdown",
+            "POST /quitquitquit is served by the admin listener; set server.admin too",
         ));
     }
     let mode = u32::from_str_radix(raw.unix_socket_mode.trim_start_matches("0o"), 8)
@@ -120,6 +131,7 @@ pub(super) fn server(raw: &RawServer) -> Result<Server, ConfigError> {
         listen,
         allow_non_loopback: raw.allow_non_loopback,
         admin,
+        admin_shutdown: raw.admin_shutdown,
         request_timeout: positive("server.request_timeout", raw.request_timeout)?,
         header_read_timeout: positive("server.header_read_timeout", raw.header_read_timeout)?,
         body_idle_timeout: positive("server.body_idle_timeout", raw.body_idle_timeout)?,
@@ -148,10 +160,29 @@ pub(super) fn listen_addr(
         }
         return Ok(ListenAddr::Unix(PathBuf::from(path)));
     }
+    if let Some(name) = text.strip_prefix("systemd:") {
+        // sd_listen_fds_with_names(3): up to 255 printable ASCII characters, no ':'.
+        if name.is_empty()
+            || name.len() > 255
+            || !name.chars().all(|c| c.is_ascii_graphic() && c != ':')
+        {
+            return Err(ConfigError::invalid(
+                key,
+                format!(
+                    "`{text}`: name the socket as its .socket unit's FileDescriptorName= does, \
+                     e.g. \"systemd:proxy\""
+                ),
+            ));
+        }
+        return Ok(ListenAddr::Systemd(name.to_owned()));
+    }
     let addr: SocketAddr = text.parse().map_err(|_| {
         ConfigError::invalid(
             key,
-            format!("`{text}` is not an address; use \"127.0.0.1:8080\" or \"unix:/path\""),
+            format!(
+                "`{text}` is not an address; use \"127.0.0.1:8080\", \"unix:/path\" or \
+                 \"systemd:NAME\""
+            ),
         )
     })?;
     if !addr.ip().is_loopback() && !allow_non_loopback {

@@ -192,9 +192,12 @@ pub async fn run(
             _ = stop.cancelled() => return,
             _ = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
                 tracing::info!("SIGHUP: reloading every credential");
+                // Under systemd (Type=notify), `systemctl reload` waits for READY=1.
+                crate::systemd::reloading();
                 for r in &routes {
                     reload_route_off_thread(r, &metrics, "SIGHUP").await;
                 }
+                crate::systemd::ready();
             }
             Some(paths) = watch.events.recv() => {
                 let mut changed: Vec<PathBuf> = paths;
