@@ -138,3 +138,61 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, stop: CancellationT
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use http::{Request, StatusCode};
+    use tokio_util::sync::CancellationToken;
+
+    use super::Admin;
+    use crate::health::Health;
+    use crate::metrics::Metrics;
+
+    fn admin(quit: Option<CancellationToken>) -> Admin {
+        Admin {
+            health: Arc::new(Health::new(Vec::new())),
+            metrics: Arc::new(Metrics::new()),
+            quit,
+        }
+    }
+
+    fn post() -> Request<()> {
+        Request::post("/quitquitquit").body(()).expect("request")
+    }
+
+    #[test]
+    fn quitquitquit_needs_admin_shutdown_a_loopback_peer_and_post() {
+        let loopback = "127.0.0.1:5000".parse().expect("addr");
+        let mapped = "[::ffff:127.0.0.1]:5000".parse().expect("addr");
+        let remote = "10.1.2.3:5000".parse().expect("addr");
+
+        let off = admin(None);
+        assert_eq!(
+            off.answer_from(loopback, &post()).status(),
+            StatusCode::NOT_FOUND
+        );
+
+        let token = CancellationToken::new();
+        let on = admin(Some(token.clone()));
+        assert_eq!(
+            on.answer_from(remote, &post()).status(),
+            StatusCode::FORBIDDEN
+        );
+        let get = Request::get("/quitquitquit").body(()).expect("request");
+        assert_eq!(
+            on.answer_from(loopback, &get).status(),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        assert!(!token.is_cancelled(), "refused requests stop nothing");
+        assert_eq!(
+            on.answer_from(mapped, &post()).status(),
+            StatusCode::ACCEPTED
+        );
+        assert!(token.is_cancelled());
+        // The other paths are unchanged.
+        let health = Request::get("/healthz").body(()).expect("request");
+        assert_eq!(on.answer_from(remote, &health).status(), StatusCode::OK);
+    }
+}

@@ -8,6 +8,7 @@ mod errors;
 mod guardrails;
 mod hardening_inbound;
 mod hardening_upstream;
+mod hosts;
 mod inbound;
 mod lifecycle;
 mod rotation;
