@@ -262,37 +262,39 @@ async fn exec_reports_a_signal_as_128_plus_n() {
 }
 
 #[tokio::test]
-async fn exec_passes_sigterm_to_the_command() {
+async fn exec_passes_sigterm_and_sigint_to_the_command() {
     let w = World::new().await;
     let config = w.config_file(&w.certcentral_toml());
-    let started = w.path("started");
-    let script = format!("touch {}; exec sleep 30", started.display());
-    let mut p = Process::spawn_with(
-        &[
-            "exec",
-            "--config",
-            &config.display().to_string(),
-            "--",
-            "sh",
-            "-c",
-            &script,
-        ],
-        w.path("exec-term.log"),
-        &[],
-    );
-    assert!(
-        eventually(Duration::from_secs(10), || async { started.exists() }).await,
-        "the command started: {}",
-        p.stderr()
-    );
-    let t0 = std::time::Instant::now();
-    p.signal("TERM");
-    let status = p.wait(Duration::from_secs(10)).await.expect("exits");
-    assert_eq!(status.code(), Some(128 + 15), "{}", p.stderr());
-    assert!(
-        t0.elapsed() < Duration::from_secs(5),
-        "sleep 30 was ended by the SIGTERM"
-    );
+    for (sig, n) in [("TERM", 15), ("INT", 2)] {
+        let started = w.path(&format!("started-{sig}"));
+        let script = format!("touch {}; exec sleep 30", started.display());
+        let mut p = Process::spawn_with(
+            &[
+                "exec",
+                "--config",
+                &config.display().to_string(),
+                "--",
+                "sh",
+                "-c",
+                &script,
+            ],
+            w.path(&format!("exec-{sig}.log")),
+            &[],
+        );
+        assert!(
+            eventually(Duration::from_secs(10), || async { started.exists() }).await,
+            "the command started: {}",
+            p.stderr()
+        );
+        let t0 = std::time::Instant::now();
+        p.signal(sig);
+        let status = p.wait(Duration::from_secs(10)).await.expect("exits");
+        assert_eq!(status.code(), Some(128 + n), "SIG{sig}: {}", p.stderr());
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "sleep 30 was ended by the SIG{sig} passed on"
+        );
+    }
 }
 
 #[tokio::test]
