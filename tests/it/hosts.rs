@@ -60,7 +60,7 @@ fn config_on(w: &World, listen: &str, extra_server: &str) -> PathBuf {
 /// `env` handed through (`-E`).
 fn socket_activated(
     w: &World,
-    socket: &Path,
+    socket: impl AsRef<std::ffi::OsStr>,
     fdname: &str,
     config: &Path,
     env: &[(&str, &str)],
@@ -186,6 +186,36 @@ async fn a_missing_systemd_socket_is_a_clear_start_error() {
     assert!(
         err.contains("systemd:proxy") && err.contains("FileDescriptorName=proxy"),
         "{err}"
+    );
+}
+
+/// A passed TCP socket is served like a configured one, and one off loopback is refused
+/// unless `allow_non_loopback`: its address comes from the .socket unit, not the file.
+#[tokio::test]
+async fn a_passed_tcp_socket_is_served_and_checked_for_loopback() {
+    let w = World::new().await;
+    let config = config_on(&w, "systemd:proxy", "");
+    let port = free_port();
+    let mut p = socket_activated(&w, format!("127.0.0.1:{port}"), "proxy", &config, &[]);
+    let addr = format!("127.0.0.1:{port}").parse().expect("addr");
+    wait_listening(addr).await;
+    let got = get(&format!("http://{addr}/services/v2/user/me"), &[]).await;
+    assert_eq!(got.status, 200, "{}", p.stderr());
+    p.signal("TERM");
+    assert_eq!(
+        p.wait(Duration::from_secs(10)).await.and_then(|s| s.code()),
+        Some(0)
+    );
+
+    let port = free_port();
+    let mut p = socket_activated(&w, format!("0.0.0.0:{port}"), "proxy", &config, &[]);
+    wait_listening(format!("127.0.0.1:{port}").parse().expect("addr")).await;
+    let status = p.wait(Duration::from_secs(10)).await.expect("exits");
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        p.stderr().contains("not a loopback address"),
+        "{}",
+        p.stderr()
     );
 }
 
