@@ -546,3 +546,46 @@ async fn quitquitquit_is_404_unless_admin_shutdown_is_on() {
     assert_eq!(running.admin("/healthz").await.status, 200, "still serving");
     running.stop().await;
 }
+
+/// `${VAR}` in a `*_file` path: the real binary reads the credential systemd passed, and an
+/// unset variable is a configuration error that names it.
+#[tokio::test]
+async fn credentials_directory_in_file_paths() {
+    let w = World::new().await;
+    let toml = w.certcentral_toml().replace(
+        &format!("file = \"{}\"", w.devkey.display()),
+        "file = \"${CREDENTIALS_DIRECTORY}/devkey\"",
+    );
+    let config = w.config_file(&toml);
+    let dir = w.dir.path().display().to_string();
+    let check = |envs: Vec<(&'static str, String)>| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_digicert-sidecar"));
+        cmd.arg("check")
+            .arg("--config")
+            .arg(&config)
+            .env_remove("CREDENTIALS_DIRECTORY");
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        cmd.output()
+    };
+    let out = check(vec![("CREDENTIALS_DIRECTORY", dir.clone())])
+        .await
+        .expect("check runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains(&format!("{dir}/devkey")), "{text}");
+
+    let out = check(Vec::new()).await.expect("check runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("api_key.file") && err.contains("CREDENTIALS_DIRECTORY is not set"),
+        "{err}"
+    );
+}
