@@ -166,7 +166,8 @@ impl Shared {
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(peer);
+            req.extensions_mut()
+                .insert(crate::stack::RequestCtx::of_peer(peer));
             stack.clone().oneshot(req)
         });
         let io = ConnGuard::new(io, self.first_bytes, self.write_stall);

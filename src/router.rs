@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use http::Uri;
+use http::uri::PathAndQuery;
 use tokio::sync::Semaphore;
 
 use crate::credential::CredentialStore;
@@ -72,7 +73,7 @@ impl Router {
         &self,
         uri: &Uri,
         proxy_host: Option<&str>,
-    ) -> Result<(&Arc<RouteHandle>, String), ProxyError> {
+    ) -> Result<(&Arc<RouteHandle>, PathAndQuery), ProxyError> {
         let path = uri.path();
         let by_host = proxy_host.map(|h| {
             h.trim_start_matches('[')
@@ -108,6 +109,14 @@ impl Router {
         } else {
             path
         };
+        if cfg.upstream.base_path.is_empty() && rest.len() == path.len() {
+            // Forwarded as the client sent it: share its bytes.
+            let same = uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/"));
+            return Ok((route, same));
+        }
         let mut forward = String::with_capacity(cfg.upstream.base_path.len() + rest.len() + 64);
         forward.push_str(&cfg.upstream.base_path);
         forward.push_str(rest);
@@ -115,6 +124,8 @@ impl Router {
             forward.push('?');
             forward.push_str(q);
         }
+        let forward = PathAndQuery::try_from(forward)
+            .map_err(|_| ProxyError::BadRequest("the request path cannot be forwarded".into()))?;
         Ok((route, forward))
     }
 }

@@ -1,7 +1,7 @@
 //! Strip, then set: the request loses every hop-by-hop header and every credential its client
 //! sent, is addressed to the route's upstream, and gets the route's current credential (the
-//! key header; the client certificate rides with the connection pool the snapshot carries,
-//! [`LiveCredential`]). On the way back, hop-by-hop headers go and any header that echoes
+//! key header; the client certificate rides with the connection pool of the snapshot the
+//! request's context carries). On the way back, hop-by-hop headers go and any header that echoes
 //! the key is redacted.
 //!
 //! When DigiCert answers 401/403 in a shape that rejects the credential
@@ -21,7 +21,8 @@ use http_body_util::{BodyExt, Full};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service, ServiceExt};
 
-use super::route::{Routed, routed};
+use super::ctx::{RequestCtx, ctx, ctx_mut, routed};
+use super::route::Routed;
 use crate::body::{Outgoing, Prefixed, ProxyBody};
 use crate::credential::Live;
 use crate::credential::store::Reloaded;
@@ -30,10 +31,6 @@ use crate::error::ProxyError;
 use crate::headers;
 use crate::metrics::Metrics;
 use crate::router::RouteHandle;
-
-/// The credential snapshot one attempt uses: its key was attached, its pool sends it.
-#[derive(Debug, Clone)]
-pub struct LiveCredential(pub Arc<Live>);
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -90,7 +87,7 @@ where
             Err(e) => return CredentialFuture::Done { error: Some(e) },
         };
         // Kept to send again with a reloaded credential: only a held body can go twice.
-        let again = clone_request(&req).map(|r| (r, self.inner.clone()));
+        let again = Backup::of(&req).map(|b| (b, self.inner.clone()));
         attach(&mut req, route.store.current());
         CredentialFuture::Sending {
             future: self.inner.call(req),
@@ -107,7 +104,7 @@ pin_project! {
         Done { error: Option<ProxyError> },
         Sending {
             #[pin] future: F,
-            again: Option<(Request<Outgoing>, S)>,
+            again: Option<(Backup, S)>,
             route: Arc<RouteHandle>,
             metrics: Arc<Metrics>,
         },
@@ -162,7 +159,7 @@ where
 /// changed, send the request once more.
 async fn after_refusal<S>(
     resp: Response<ProxyBody>,
-    again: Option<(Request<Outgoing>, S)>,
+    again: Option<(Backup, S)>,
     route: Arc<RouteHandle>,
     metrics: Arc<Metrics>,
 ) -> Result<Response<ProxyBody>, ProxyError>
@@ -191,7 +188,7 @@ where
     )
     .await
         == Some(Reloaded::Changed);
-    let Some((mut req, service)) = again.filter(|_| changed) else {
+    let Some((backup, service)) = again.filter(|_| changed) else {
         tidy_response(&mut resp, &route);
         return Ok(resp);
     };
@@ -200,6 +197,7 @@ where
         "credential changed on disk; trying once more with it"
     );
     drop(resp);
+    let mut req = backup.into_request();
     attach(&mut req, route.store.current());
     let mut resp = service.oneshot(req).await?;
     tidy_response(&mut resp, &route);
@@ -237,7 +235,40 @@ fn attach(req: &mut Request<Outgoing>, live: Arc<Live>) {
         req.headers_mut()
             .insert(key.header().clone(), key.header_value().clone());
     }
-    req.extensions_mut().insert(LiveCredential(live));
+    ctx_mut(req).live = Some(live);
+}
+
+/// What it takes to send a request again, without copying its extensions (an allocation
+/// each, on every request) — only its context, which the layers below read.
+pub struct Backup {
+    method: http::Method,
+    uri: Uri,
+    headers: http::HeaderMap,
+    body: Outgoing,
+    ctx: RequestCtx,
+}
+
+impl Backup {
+    /// A backup of a request whose body is held.
+    fn of(req: &Request<Outgoing>) -> Option<Self> {
+        Some(Self {
+            body: req.body().try_clone()?,
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            headers: req.headers().clone(),
+            ctx: ctx(req).cloned().unwrap_or_default(),
+        })
+    }
+
+    fn into_request(self) -> Request<Outgoing> {
+        let mut req = Request::new(self.body);
+        *req.method_mut() = self.method;
+        *req.uri_mut() = self.uri;
+        *req.version_mut() = Version::HTTP_11;
+        *req.headers_mut() = self.headers;
+        req.extensions_mut().insert(self.ctx);
+        req
+    }
 }
 
 /// A copy of a request whose body is held, to send again.

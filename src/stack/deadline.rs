@@ -16,18 +16,8 @@ use tower::timeout::Timeout;
 use tower::timeout::error::Elapsed;
 use tower::{BoxError, Layer, Service};
 
+use super::ctx::ctx_mut;
 use crate::error::ProxyError;
-
-/// When the request must have its answer.
-#[derive(Debug, Clone, Copy)]
-pub struct Deadline(pub Instant);
-
-/// The request's deadline; a stack built without this layer has none.
-pub fn deadline<B>(req: &Request<B>) -> Instant {
-    req.extensions()
-        .get::<Deadline>()
-        .map_or_else(|| Instant::now() + Duration::from_secs(3600), |d| d.0)
-}
 
 #[derive(Debug, Clone, Copy)]
 pub struct DeadlineLayer {
@@ -67,8 +57,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        req.extensions_mut()
-            .insert(Deadline(Instant::now() + self.timeout));
+        ctx_mut(&mut req).deadline = Some(Instant::now() + self.timeout);
         DeadlineFuture {
             inner: self.inner.call(req),
             timeout: self.timeout,

@@ -23,6 +23,7 @@ use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower::{Layer, Service};
 
+use super::ctx::RequestCtx;
 use crate::body::{BodyError, BoxError, Guarded, Outgoing};
 use crate::error::ProxyError;
 
@@ -86,7 +87,7 @@ where
         let body = Guarded::new(body, Some(s.limit), Some(s.idle_timeout), None)
             .with_fault(fault.0.clone());
         if !small {
-            parts.extensions.insert(fault);
+            parts.extensions.get_or_insert_default::<RequestCtx>().fault = Some(fault);
             let req = Request::from_parts(parts, Outgoing::streamed(body.boxed_unsync()));
             return HoldFuture::Calling {
                 future: self.inner.call(req),

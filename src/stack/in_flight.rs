@@ -20,16 +20,11 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 
-use super::deadline::deadline;
-use super::route::routed;
+use super::ctx::{deadline, outcome_mut, routed};
 use crate::body::{Holding, Outgoing, ProxyBody};
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
 use crate::router::RouteHandle;
-
-/// How long the exchange with DigiCert took, in the response's extensions.
-#[derive(Debug, Clone, Copy)]
-pub struct UpstreamTime(pub Duration);
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -162,8 +157,7 @@ fn hold(
     slot: OwnedSemaphorePermit,
     started: Instant,
 ) -> Response<ProxyBody> {
-    resp.extensions_mut()
-        .insert(UpstreamTime(started.elapsed()));
+    outcome_mut(&mut resp).upstream = Some(started.elapsed());
     resp.map(|body| Holding::new(body, slot).boxed_unsync())
 }
 

@@ -29,6 +29,7 @@
 //! has no name) and on the slow paths (waiting for a slot, a rejected credential).
 
 pub mod credential;
+pub mod ctx;
 pub mod deadline;
 pub mod door;
 pub mod future;
@@ -44,7 +45,6 @@ pub mod route;
 pub mod upstream;
 
 use std::any::Any;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::{Request, Response};
@@ -66,12 +66,7 @@ use crate::headers::CREDENTIAL_HEADERS;
 use crate::metrics::Metrics;
 use crate::router::Router;
 
-/// Who is on the other end of an inbound connection (in each request's extensions).
-#[derive(Debug, Clone, Copy)]
-pub enum Peer {
-    Tcp(SocketAddr),
-    Unix { uid: u32, gid: u32 },
-}
+pub use ctx::{Peer, RequestCtx};
 
 /// Everything below the rescue layer that knows the route.
 type Routed = route::RouteSelect<

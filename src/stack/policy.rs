@@ -6,9 +6,8 @@ use std::task::{Context, Poll};
 use http::Request;
 use tower::{Layer, Service};
 
-use super::Peer;
+use super::ctx::{Peer, ctx, routed};
 use super::future::Checked;
-use super::route::routed;
 use crate::error::ProxyError;
 use crate::policy;
 
@@ -58,7 +57,7 @@ fn check<B>(req: &Request<B>) -> Result<(), ProxyError> {
             path: req.uri().path().to_string(),
         });
     }
-    if let Some(Peer::Unix { uid, gid }) = req.extensions().get::<Peer>().copied()
+    if let Some(Peer::Unix { uid, gid }) = ctx(req).and_then(|c| c.peer)
         && !policy::peer_allowed(
             cfg.policy.unix_peer_uids.as_deref(),
             cfg.policy.unix_peer_gids.as_deref(),

@@ -16,9 +16,8 @@ use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 
-use super::deadline::deadline;
+use super::ctx::{deadline, routed};
 use super::in_flight::{admission_deadline, refused};
-use super::route::routed;
 use crate::body::Outgoing;
 use crate::error::ProxyError;
 use crate::metrics::Metrics;

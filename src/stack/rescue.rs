@@ -18,9 +18,8 @@ use http_body_util::BodyExt;
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
-use super::in_flight::UpstreamTime;
+use super::ctx::Outcome;
 use super::request_id::REQUEST_ID;
-use super::route::RouteLabel;
 use crate::body::{BoxError, Guarded, ProxyBody};
 use crate::error::{ERROR_HEADER, Refused};
 use crate::metrics::Metrics;
@@ -123,11 +122,10 @@ where
         let resp = match result {
             Ok(resp) => {
                 let (mut parts, body) = resp.into_parts();
-                log.route = parts.extensions.remove::<RouteLabel>().map(|l| l.0);
-                log.upstream_ms = parts
-                    .extensions
-                    .remove::<UpstreamTime>()
-                    .map(|t| t.0.as_secs_f64() * 1000.0);
+                if let Some(outcome) = parts.extensions.remove::<Outcome>() {
+                    log.route = outcome.route;
+                    log.upstream_ms = outcome.upstream.map(|t| t.as_secs_f64() * 1000.0);
+                }
                 // An answer the sidecar made deeper down (a caught panic, a broken error
                 // answer from DigiCert) names its reason in its header.
                 log.error = parts

@@ -10,8 +10,7 @@ use http::{Method, Request, Response, StatusCode};
 use tokio::time::{Instant, Sleep};
 
 use super::credential::clone_request;
-use super::deadline::deadline;
-use super::route::routed;
+use super::ctx::{deadline, routed};
 use crate::body::{Outgoing, ProxyBody};
 use crate::error::ProxyError;
 use crate::metrics::Metrics;

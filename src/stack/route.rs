@@ -1,6 +1,6 @@
 //! Routing as a layer: pick the route ([`crate::router::Router`]), tell the layers below it
-//! ([`Routed`] in the request's extensions), and name the route on the way back, in the
-//! response ([`RouteLabel`]) or in the error ([`Refused`]), for the access line and metrics.
+//! ([`Routed`] in the request's context), and name the route on the way back, in the
+//! answer's [`Outcome`](super::ctx::Outcome) or in the error ([`Refused`]), for the access line and metrics.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,6 +12,7 @@ use http::{Request, Response, Version};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
+use super::ctx::{ctx_mut, outcome_mut};
 use crate::error::{ProxyError, Refused};
 use crate::router::{RouteHandle, Router};
 
@@ -20,15 +21,6 @@ use crate::router::{RouteHandle, Router};
 pub struct Routed {
     pub route: Arc<RouteHandle>,
     pub forward: PathAndQuery,
-}
-
-/// The name of the route that answered, in the response's extensions.
-#[derive(Debug, Clone)]
-pub struct RouteLabel(pub Arc<str>);
-
-/// The [`Routed`] of a request, or the error of a stack built out of order.
-pub fn routed<B>(req: &Request<B>) -> Result<&Routed, ProxyError> {
-    req.extensions().get::<Routed>().ok_or(ProxyError::Internal)
 }
 
 #[derive(Debug, Clone)]
@@ -83,18 +75,8 @@ where
             Ok((route, forward)) => (route.clone(), forward),
             Err(e) => return RouteFuture::Refused { error: Some(e) },
         };
-        let forward = match PathAndQuery::try_from(forward) {
-            Ok(p) => p,
-            Err(_) => {
-                return RouteFuture::Refused {
-                    error: Some(ProxyError::BadRequest(
-                        "the request path cannot be forwarded".into(),
-                    )),
-                };
-            }
-        };
         let label = route.label.clone();
-        req.extensions_mut().insert(Routed { route, forward });
+        ctx_mut(&mut req).routed = Some(Routed { route, forward });
         RouteFuture::Inner {
             future: self.inner.call(req),
             label: Some(label),
@@ -126,9 +108,7 @@ where
                 let label = label.take();
                 Poll::Ready(match result {
                     Ok(mut resp) => {
-                        if let Some(label) = label {
-                            resp.extensions_mut().insert(RouteLabel(label));
-                        }
+                        outcome_mut(&mut resp).route = label;
                         Ok(resp)
                     }
                     Err(error) => Err(Refused {

@@ -1,5 +1,5 @@
 //! The end of the stack: send the request through the connection pool of the credential
-//! snapshot it carries ([`LiveCredential`]), and say what a failure means. The one boxed
+//! snapshot its context carries, and say what a failure means. The one boxed
 //! future per request is here: hyper's `send_request` future has no name to hold it by.
 
 use std::future::Future;
@@ -10,8 +10,7 @@ use http::{Request, Response};
 use http_body_util::BodyExt;
 use tower::Service;
 
-use super::credential::LiveCredential;
-use super::hold_body::BodyFault;
+use super::ctx::ctx;
 use crate::body::{Outgoing, ProxyBody};
 use crate::error::ProxyError;
 
@@ -28,10 +27,12 @@ impl Service<Request<Outgoing>> for SendUpstream {
     }
 
     fn call(&mut self, req: Request<Outgoing>) -> Self::Future {
-        let live = req.extensions().get::<LiveCredential>().cloned();
-        let fault = req.extensions().get::<BodyFault>().cloned();
+        let (live, fault) = match ctx(&req) {
+            Some(c) => (c.live.clone(), c.fault.clone()),
+            None => (None, None),
+        };
         Box::pin(async move {
-            let Some(LiveCredential(live)) = live else {
+            let Some(live) = live else {
                 return Err(ProxyError::Internal);
             };
             match live.client.send(req).await {
