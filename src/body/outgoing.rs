@@ -141,4 +141,3 @@ impl<B: Body<Data = Bytes>> Body for Prefixed<B> {
         hint
     }
 }
-

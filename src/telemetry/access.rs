@@ -115,12 +115,31 @@ impl OnEnd for AccessLog {
         if let Some(m) = &self.metrics {
             m.request(self.route.as_ref(), &self.method, self.status, seconds);
         }
+        let path = self.target.as_ref().map_or("/", PathAndQuery::path);
+        if super::line::enabled() {
+            if tracing::enabled!(target: ACCESS, tracing::Level::INFO) {
+                let fields = super::line::Fields {
+                    request_id: self.request_id.as_str(),
+                    route: self.route.as_deref().unwrap_or("-"),
+                    method: self.method.as_str(),
+                    path,
+                    status: self.status.as_u16(),
+                    error: self.error.unwrap_or("-"),
+                    duration_ms,
+                    upstream_ms: self.upstream_ms.unwrap_or(-1.0),
+                    bytes,
+                    complete,
+                };
+                super::sink::SINK.append(|out| super::line::write(out, &fields));
+            }
+            return;
+        }
         tracing::info!(
             target: ACCESS,
             request_id = self.request_id.as_str(),
             route = self.route.as_deref().unwrap_or("-"),
             method = self.method.as_str(),
-            path = self.target.as_ref().map_or("/", PathAndQuery::path),
+            path,
             status = self.status.as_u16(),
             error = self.error.unwrap_or("-"),
             duration_ms,
@@ -241,5 +260,51 @@ mod tests {
         assert_eq!(a.as_str().len(), 32);
         assert!(a.as_str().bytes().all(|c| c.is_ascii_hexdigit()));
         assert_ne!(a.as_str(), b.as_str());
+    }
+
+    #[test]
+    fn the_direct_line_has_the_keys_of_the_tracing_line() {
+        let lines = json_lines(|| {
+            let log = AccessLog::new(RequestId::random(), Method::GET, None);
+            Box::new(log).body_ended(0, false);
+        });
+        let mut out = Vec::new();
+        super::super::line::write(
+            &mut out,
+            &super::super::line::Fields {
+                request_id: "r",
+                route: "-",
+                method: "GET",
+                path: "/",
+                status: 200,
+                error: "-",
+                duration_ms: 0.0,
+                upstream_ms: -1.0,
+                bytes: 0,
+                complete: false,
+            },
+        );
+        let direct: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let keys = |v: &serde_json::Value| {
+            let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        };
+        assert_eq!(keys(&direct), keys(&lines[0]));
+        for key in [
+            "level",
+            "target",
+            "message",
+            "route",
+            "method",
+            "path",
+            "status",
+            "error",
+            "upstream_ms",
+            "bytes",
+            "complete",
+        ] {
+            assert_eq!(direct[key], lines[0][key], "{key}");
+        }
     }
 }

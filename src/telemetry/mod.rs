@@ -4,6 +4,7 @@
 
 mod access;
 mod json;
+mod line;
 mod sink;
 
 use std::io::IsTerminal;
@@ -47,6 +48,9 @@ pub fn init(format: LogFormat, level: &str) -> FlushOnDrop {
     };
     // A second init (tests, `demo` after `run` set one up) keeps the first subscriber.
     if result.is_ok() {
+        if format == LogFormat::Json {
+            line::enable();
+        }
         sink::start_flusher();
     }
     FlushOnDrop

@@ -49,6 +49,18 @@ impl Sink {
         }
     }
 
+    /// Add a line that `write` puts into the batch.
+    pub(super) fn append(&self, write: impl FnOnce(&mut Vec<u8>)) {
+        let mut buf = self.lock();
+        let was_empty = buf.is_empty();
+        write(&mut buf);
+        if buf.len() >= BATCH {
+            write_out(&mut buf);
+        } else if was_empty {
+            self.started.notify_one();
+        }
+    }
+
     fn write_now(&self, line: &[u8]) {
         let mut buf = self.lock();
         buf.extend_from_slice(line);
