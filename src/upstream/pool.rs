@@ -33,6 +33,8 @@ use crate::config::Upstream;
 
 /// Idle HTTP/1.1 connections kept at most.
 pub const MAX_IDLE: usize = 64;
+/// Kept connections a request tries (when they turn out closed) before a new one.
+const KEPT_TRIES: u32 = 3;
 /// An idle HTTP/1.1 connection older than this is closed rather than reused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -99,12 +101,20 @@ impl UpstreamClient {
         mut req: Request<Outgoing>,
     ) -> Result<Response<PooledBody>, UpstreamError> {
         // A kept connection the upstream closed while idle fails before the request is
-        // written; then the request goes on the next one, or a new one.
+        // written; then the request goes on the next one, or a new one. After
+        // [`KEPT_TRIES`] kept connections that failed so, a new one (which is not retried).
+        let mut kept_tries = 0;
         loop {
-            let (sender, fresh) = match self.take() {
+            let kept = if kept_tries < KEPT_TRIES {
+                self.take()
+            } else {
+                None
+            };
+            let (sender, fresh) = match kept {
                 Some(s) => (s, false),
                 None => (self.connect().await?, true),
             };
+            kept_tries += 1;
             match sender {
                 Sender::H2(mut s) => {
                     // h2 wants the full URI; HTTP/1.1 the origin form (hyper writes what it is given).

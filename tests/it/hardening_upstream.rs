@@ -607,3 +607,25 @@ async fn a_redirect_to_another_host_is_passed_through_not_followed() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(other.connections(), 0, "the redirect was followed");
 }
+
+/// An upstream that closes each keep-alive connection after one answer (as servers do when
+/// they end an idle connection): every request still gets its answer, on a new connection
+/// when the kept one turns out closed.
+#[tokio::test]
+async fn an_upstream_that_closes_kept_connections_costs_no_request() {
+    let w = World::new().await;
+    let pki = Pki::new(&w);
+    let reply = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok";
+    let server = Hostile::start(pki.tls(reply, true)).await;
+    let s = sidecar(&w, &server.url(), &pki.ca_file, "").await;
+    for i in 0..20 {
+        let got = get(&s.url("/services/v2/user/me"), &[]).await;
+        assert_eq!(got.status, 200, "request {i}: {}", got.text());
+        assert_eq!(got.text(), "ok");
+        if i % 2 == 1 {
+            // Give the close time to arrive, too.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert_eq!(server.connections(), 20, "one connection per answer");
+}
