@@ -21,8 +21,7 @@ use http_body_util::{BodyExt, Full};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service, ServiceExt};
 
-use super::ctx::{RequestCtx, ctx, ctx_mut, routed};
-use super::route::Routed;
+use super::ctx::{RequestCtx, Routed, ctx, ctx_mut, routed};
 use crate::body::{Outgoing, Prefixed, ProxyBody};
 use crate::credential::Live;
 use crate::credential::store::Reloaded;

@@ -4,15 +4,30 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+
 use std::time::Duration;
 
 use http::{Request, Response};
 use tokio::time::Instant;
 
-use super::hold_body::BodyFault;
-use super::route::Routed;
+use http::uri::PathAndQuery;
+
+use crate::body::BodyError;
 use crate::credential::Live;
 use crate::error::ProxyError;
+use crate::router::RouteHandle;
+
+/// The route a request is on, and the path-and-query to send upstream.
+#[derive(Debug, Clone)]
+pub struct Routed {
+    pub route: Arc<RouteHandle>,
+    pub forward: PathAndQuery,
+}
+
+/// Why a streamed request body was cut short, if it was (the upstream connection may report
+/// it only as a reset stream).
+#[derive(Debug, Clone, Default)]
+pub struct BodyFault(pub Arc<std::sync::OnceLock<BodyError>>);
 
 /// Who is on the other end of an inbound connection.
 #[derive(Debug, Clone, Copy)]

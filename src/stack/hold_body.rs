@@ -9,7 +9,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -23,16 +23,12 @@ use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower::{Layer, Service};
 
-use super::ctx::RequestCtx;
-use crate::body::{BodyError, BoxError, Guarded, Outgoing};
+use super::ctx::{BodyFault, RequestCtx};
+use crate::body::{BoxError, Guarded, Outgoing};
 use crate::error::ProxyError;
 
 /// Request bodies up to this size are held in memory so the request can be sent again.
 pub const REPLAY_LIMIT: u64 = 64 * 1024;
-
-/// Why a streamed request body was cut short, if it was.
-#[derive(Debug, Clone, Default)]
-pub struct BodyFault(pub Arc<OnceLock<BodyError>>);
 
 #[derive(Debug, Clone, Copy)]
 pub struct HoldBodyLayer {

@@ -7,21 +7,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use http::uri::PathAndQuery;
 use http::{Request, Response, Version};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
-use super::ctx::{ctx_mut, outcome_mut};
+use super::ctx::{Routed, ctx_mut, outcome_mut};
 use crate::error::{ProxyError, Refused};
-use crate::router::{RouteHandle, Router};
-
-/// The route a request is on, and the path-and-query to send upstream.
-#[derive(Debug, Clone)]
-pub struct Routed {
-    pub route: Arc<RouteHandle>,
-    pub forward: PathAndQuery,
-}
+use crate::router::Router;
 
 #[derive(Debug, Clone)]
 pub struct RouteLayer {
