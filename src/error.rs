@@ -11,6 +11,15 @@ use crate::body::{BodyError, ProxyBody, full};
 /// Name of the header that marks an answer made by the sidecar, not by DigiCert.
 pub const ERROR_HEADER: &str = "x-digicert-sidecar-error";
 
+/// What an egress proxy's refusal usually means, for the message.
+fn proxy_hint(status: u16) -> &'static str {
+    match status {
+        407 => " (proxy authentication required: check [egress] proxy_auth_file or proxy_auth_env)",
+        403 => " (the proxy's policy forbids this destination)",
+        _ => "",
+    }
+}
+
 /// Everything that can go wrong with one request, from the sidecar's side.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -51,6 +60,13 @@ pub enum ProxyError {
     UpstreamProtocol(String),
     #[error("the upstream did not answer within {0:?}")]
     UpstreamTimeout(Duration),
+    /// The corporate egress proxy could not be reached, closed, failed its own TLS or did
+    /// not answer the CONNECT in time.
+    #[error("cannot reach the egress proxy: {0}")]
+    EgressProxyUnreachable(String),
+    /// The egress proxy answered the CONNECT with something other than 2xx.
+    #[error("the egress proxy refused the tunnel to the upstream with status {status}{}", proxy_hint(*status))]
+    EgressProxyDenied { status: u16 },
     /// A bug: the sidecar failed while handling the request (a panic, caught).
     #[error("the sidecar failed while handling the request; this is a bug, please report it")]
     Internal,
@@ -75,12 +91,14 @@ impl ProxyError {
             ProxyError::UpstreamTls(_) => "upstream_tls",
             ProxyError::UpstreamProtocol(_) => "upstream_protocol",
             ProxyError::UpstreamTimeout(_) => "upstream_timeout",
+            ProxyError::EgressProxyUnreachable(_) => "egress_proxy_unreachable",
+            ProxyError::EgressProxyDenied { .. } => "egress_proxy_denied",
             ProxyError::Internal => "internal",
         }
     }
 
     /// Every `<reason>` there is.
-    pub const REASONS: [&'static str; 16] = [
+    pub const REASONS: [&'static str; 18] = [
         "bad_request",
         "no_route",
         "policy_denied",
@@ -96,6 +114,8 @@ impl ProxyError {
         "upstream_tls",
         "upstream_protocol",
         "upstream_timeout",
+        "egress_proxy_unreachable",
+        "egress_proxy_denied",
         "internal",
     ];
 
@@ -115,7 +135,9 @@ impl ProxyError {
             ProxyError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::UpstreamUnreachable(_)
             | ProxyError::UpstreamTls(_)
-            | ProxyError::UpstreamProtocol(_) => StatusCode::BAD_GATEWAY,
+            | ProxyError::UpstreamProtocol(_)
+            | ProxyError::EgressProxyUnreachable(_)
+            | ProxyError::EgressProxyDenied { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -129,6 +151,8 @@ impl ProxyError {
                 | ProxyError::UpstreamTls(_)
                 | ProxyError::UpstreamProtocol(_)
                 | ProxyError::UpstreamTimeout(_)
+                | ProxyError::EgressProxyUnreachable(_)
+                | ProxyError::EgressProxyDenied { .. }
         )
     }
 
@@ -259,6 +283,16 @@ mod tests {
                 ProxyError::UpstreamTimeout(Duration::from_secs(1)),
                 504,
                 "upstream_timeout",
+            ),
+            (
+                ProxyError::EgressProxyUnreachable("x".into()),
+                502,
+                "egress_proxy_unreachable",
+            ),
+            (
+                ProxyError::EgressProxyDenied { status: 407 },
+                502,
+                "egress_proxy_denied",
             ),
             (ProxyError::Internal, 500, "internal"),
         ];

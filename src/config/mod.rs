@@ -4,6 +4,7 @@
 //! The validated config says *where* secrets come from (a file, an environment variable),
 //! never what they are: secrets are read by `credential` into `secrecy` types.
 
+mod egress;
 pub mod env;
 pub mod log_filter;
 mod paths;
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 
+pub use egress::{Egress, EgressPath, ProxyAuth, ProxyRoute, ProxySetting};
 pub use route::{
     DEFAULT_MAX_IN_FLIGHT, Policy, Probe, RateLimit, RateWindow, Retry, Route, Upstream,
     certcentral_windows,

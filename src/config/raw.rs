@@ -17,7 +17,31 @@ pub struct RawConfig {
     #[serde(default)]
     pub log: RawLog,
     #[serde(default)]
+    pub egress: RawEgress,
+    #[serde(default)]
     pub routes: Vec<RawRoute>,
+}
+
+/// `[egress]`: the way out to DigiCert, directly or through a corporate proxy.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEgress {
+    /// `"env"` (default: `HTTPS_PROXY`/`ALL_PROXY`/`NO_PROXY`), `"none"`, or a proxy URL
+    /// (`http://proxy.corp:3128`, `https://proxy.corp:3129`) without a password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<String>,
+    /// Host suffixes, IP addresses and CIDR ranges reached directly, added to `NO_PROXY`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub no_proxy: Vec<String>,
+    /// A file holding `user:password` for `Proxy-Authorization: Basic`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_auth_file: Option<String>,
+    /// An environment variable holding `user:password`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_auth_env: Option<String>,
+    /// Trust roots (PEM) for an `https://` proxy itself, besides the built-in ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_ca_file: Option<String>,
 }
 
 /// `[server]`: listeners, limits and timeouts shared by every route.
@@ -108,6 +132,9 @@ pub struct RawRoute {
     /// Extra trust roots (PEM) for the upstream, besides the bundled web PKI roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<String>,
+    /// This route's own `[egress] proxy`: `"env"`, `"none"` or a proxy URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_proxy: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key: Option<RawApiKey>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -6,6 +6,7 @@ use std::time::Duration;
 use http::uri::{Authority, Uri};
 
 use super::ConfigError;
+use super::egress::{Egress, EgressPath};
 use super::raw::RawRoute;
 use super::secrets::{ApiKeySource, ClientCertSource, api_key, client_cert};
 use super::server::{ListenAddr, Server, listen_addr};
@@ -21,6 +22,8 @@ pub struct Route {
     pub listen: Option<ListenAddr>,
     pub upstream: Upstream,
     pub ca_file: Option<PathBuf>,
+    /// How the route leaves: directly or through a proxy.
+    pub egress: EgressPath,
     pub api_key: Option<ApiKeySource>,
     pub client_cert: Option<ClientCertSource>,
     pub policy: Policy,
@@ -116,7 +119,12 @@ pub fn certcentral_windows() -> Vec<RateWindow> {
         .collect()
 }
 
-pub(super) fn route(i: usize, r: &RawRoute, server: &Server) -> Result<Route, ConfigError> {
+pub(super) fn route(
+    i: usize,
+    r: &RawRoute,
+    server: &Server,
+    egress: &Egress,
+) -> Result<Route, ConfigError> {
     let key = |k: &str| format!("routes[{i}].{k}");
     let name = r.name.trim().to_string();
     if name.is_empty()
@@ -256,6 +264,18 @@ pub(super) fn route(i: usize, r: &RawRoute, server: &Server) -> Result<Route, Co
         .as_ref()
         .map(|f| super::paths::file_path(&key("ca_file"), f))
         .transpose()?;
+    let own_proxy = r
+        .egress_proxy
+        .as_deref()
+        .map(|p| super::egress::setting(&key("egress_proxy"), p))
+        .transpose()?;
+    let egress = super::egress::path(
+        &key("egress_proxy"),
+        own_proxy.as_ref(),
+        egress,
+        &upstream,
+        &|name| std::env::var(name).ok(),
+    )?;
     Ok(Route {
         name,
         path_prefix,
@@ -263,6 +283,7 @@ pub(super) fn route(i: usize, r: &RawRoute, server: &Server) -> Result<Route, Co
         listen,
         upstream,
         ca_file,
+        egress,
         api_key,
         client_cert,
         policy,

@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 
 use super::ConfigError;
+use super::egress::{Egress, egress};
 use super::raw::RawConfig;
 use super::route::{Route, route};
 use super::server::{ListenAddr, Log, LogFormat, Server, server};
@@ -14,6 +15,7 @@ use super::server::{ListenAddr, Log, LogFormat, Server, server};
 pub struct Config {
     pub server: Server,
     pub log: Log,
+    pub egress: Egress,
     pub routes: Vec<Route>,
 }
 
@@ -50,11 +52,12 @@ impl TryFrom<RawConfig> for Config {
                 "no [[routes]] configured: add at least one route",
             ));
         }
+        let egress = egress(&raw.egress)?;
         let mut names = HashSet::new();
         let mut places = HashSet::new();
         let mut routes = Vec::with_capacity(raw.routes.len());
         for (i, r) in raw.routes.iter().enumerate() {
-            let route = route(i, r, &server)?;
+            let route = route(i, r, &server, &egress)?;
             if !names.insert(route.name.clone()) {
                 return Err(ConfigError::invalid(
                     format!("routes[{i}].name"),
@@ -84,6 +87,7 @@ impl TryFrom<RawConfig> for Config {
         Ok(Config {
             server,
             log,
+            egress,
             routes,
         })
     }
