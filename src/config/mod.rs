@@ -19,7 +19,9 @@ use std::path::{Path, PathBuf};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 
-pub use egress::{Egress, EgressPath, ProxyAuth, ProxyRoute, ProxySetting};
+pub use egress::{
+    Egress, EgressPath, ProxyAuth, ProxyRoute, ProxySetting, intercept as egress_intercept,
+};
 pub use route::{
     DEFAULT_MAX_IN_FLIGHT, Policy, Probe, RateLimit, RateWindow, Retry, Route, Upstream,
     certcentral_windows,

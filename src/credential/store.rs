@@ -9,7 +9,8 @@ use arc_swap::ArcSwap;
 use rustls::RootCertStore;
 
 use super::{ApiKey, ClientCert, CredentialError};
-use crate::config::Route;
+use crate::config::{EgressPath, Route};
+use crate::upstream::egress::Proxy;
 use crate::upstream::{UpstreamClient, tls};
 
 /// The credentials in force for a route, with the connection pool made for its client
@@ -47,6 +48,8 @@ pub struct CredentialStore {
     route: Route,
     roots: Arc<RootCertStore>,
     connect_timeout: Duration,
+    /// The route's egress proxy, loaded once (its credentials and trust roots).
+    proxy: Option<Proxy>,
     live: ArcSwap<Live>,
     reloading: Mutex<()>,
 }
@@ -64,12 +67,23 @@ impl CredentialStore {
     /// Load the route's credentials for the first time; any problem is an error.
     pub fn load(route: &Route, connect_timeout: Duration) -> Result<Self, CredentialError> {
         let roots = super::trust::roots(route.ca_file.as_deref())?;
+        let proxy = match &route.egress {
+            EgressPath::Proxy(p) => Some(Proxy::load(p)?),
+            EgressPath::Direct { .. } => None,
+        };
         let (api_key, client_cert) = read(route)?;
-        let client = new_client(route, &roots, client_cert.as_ref(), connect_timeout)?;
+        let client = new_client(
+            route,
+            &roots,
+            client_cert.as_ref(),
+            connect_timeout,
+            proxy.clone(),
+        )?;
         Ok(Self {
             route: route.clone(),
             roots,
             connect_timeout,
+            proxy,
             live: ArcSwap::from_pointee(Live {
                 api_key,
                 client_cert,
@@ -128,6 +142,7 @@ impl CredentialStore {
                 &self.roots,
                 client_cert.as_ref(),
                 self.connect_timeout,
+                self.proxy.clone(),
             )?
         };
         self.live.store(Arc::new(Live {
@@ -146,9 +161,10 @@ fn new_client(
     roots: &Arc<RootCertStore>,
     cert: Option<&ClientCert>,
     connect_timeout: Duration,
+    proxy: Option<Proxy>,
 ) -> Result<UpstreamClient, CredentialError> {
     let tls = tls::client_config(roots.clone(), cert.map(ClientCert::certified_key));
-    UpstreamClient::new(tls, &route.upstream, connect_timeout).map_err(|e| {
+    UpstreamClient::new(tls, &route.upstream, connect_timeout, proxy).map_err(|e| {
         CredentialError::Certificate {
             what: format!("route {}", route.name),
             reason: e.to_string(),

@@ -22,6 +22,12 @@ pub enum UpstreamError {
     /// The HTTP exchange broke (reset, malformed answer, closed early).
     #[error("{0}")]
     Http(#[source] hyper::Error),
+    /// The egress proxy could not be reached, closed, failed its TLS or did not answer.
+    #[error("egress proxy: {0}")]
+    ProxyUnreachable(String),
+    /// The egress proxy answered the CONNECT with this non-2xx status.
+    #[error("the egress proxy answered the CONNECT with {0}")]
+    ProxyDenied(u16),
     /// The upstream host is not a DNS name or IP address rustls accepts.
     #[error("`{0}` is not a valid TLS server name")]
     BadHost(String),
@@ -44,6 +50,8 @@ impl UpstreamError {
                 ProxyError::UpstreamUnreachable("timed out connecting".into())
             }
             UpstreamError::BadHost(_) => ProxyError::UpstreamUnreachable(self.to_string()),
+            UpstreamError::ProxyUnreachable(why) => ProxyError::EgressProxyUnreachable(why.clone()),
+            UpstreamError::ProxyDenied(status) => ProxyError::EgressProxyDenied { status: *status },
             UpstreamError::Http(e) => {
                 if let Some(body) = chain(e).find_map(|c| c.downcast_ref::<BodyError>()) {
                     return ProxyError::from_request_body(*body);

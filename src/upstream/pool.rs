@@ -76,17 +76,18 @@ enum Sender {
 }
 
 impl UpstreamClient {
-    /// A pool for `upstream` whose connections use `tls` and give up connecting (TCP + TLS)
-    /// after `connect_timeout`.
+    /// A pool for `upstream` whose connections use `tls`, go through `proxy` (if any) and
+    /// give up connecting (TCP + tunnel + TLS) after `connect_timeout`.
     pub fn new(
         tls: Arc<ClientConfig>,
         upstream: &Upstream,
         connect_timeout: Duration,
+        proxy: Option<super::egress::Proxy>,
     ) -> Result<Self, UpstreamError> {
         let host = &upstream.host;
         Ok(Self {
             pool: Arc::new(Pool {
-                connector: Connector::new(tls, host, upstream.port, connect_timeout)?,
+                connector: Connector::new(tls, host, upstream.port, connect_timeout, proxy)?,
                 host: http::HeaderValue::from_str(upstream.authority.as_str())
                     .map_err(|_| UpstreamError::BadHost(host.clone()))?,
                 state: Mutex::new(State::default()),
