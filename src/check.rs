@@ -52,10 +52,20 @@ pub fn check_config(config: &Config, origin: &str) -> Report {
             r.path_prefix,
             r.upstream
         );
-        if let Some(ca) = &r.ca_file
-            && let Err(e) = crate::credential::trust::roots(Some(ca))
+        let _ = writeln!(text, "  leaves: {}", r.egress);
+        if let crate::config::EgressPath::Proxy(p) = &r.egress
+            && let Err(e) = crate::upstream::egress::Proxy::load(p)
         {
-            problems.push(format!("route {}: ca_file: {e}", r.name));
+            problems.push(format!("route {}: egress proxy: {e}", r.name));
+        }
+        match crate::credential::trust::roots_with_sources(r.ca_file.as_deref(), &|name| {
+            std::env::var_os(name)
+        }) {
+            Ok((_, sources)) => {
+                let shown: Vec<String> = sources.iter().map(|s| s.to_string()).collect();
+                let _ = writeln!(text, "  trust roots: {}", shown.join("; "));
+            }
+            Err(e) => problems.push(format!("route {}: ca_file: {e}", r.name)),
         }
         if let Some(k) = &r.api_key {
             match ApiKey::load(k) {
