@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use serde_json::{Value, json};
 
-use super::{Seen, State};
+use super::{Rejection, RejectionShape, Seen, State};
 use crate::body::{ProxyBody, full};
 
 pub(crate) struct Ctx {
@@ -50,25 +50,25 @@ pub(crate) async fn handle(
         if devkey == Key::Valid || api_key == Key::Valid || cert {
             test_endpoint(&ctx, rest, req).await
         } else if ctx.clientauth {
-            one_denied()
+            one_denied(&ctx)
         } else {
-            certcentral_denied(devkey)
+            certcentral_denied(&ctx, devkey)
         }
     } else if path.starts_with("/services/v2/") {
         match devkey {
             Key::Valid => certcentral(req.method(), &path),
-            other => certcentral_denied(other),
+            other => certcentral_denied(&ctx, other),
         }
     } else if path.starts_with("/signingmanager/") {
         if cert && api_key == Key::Valid {
             ok(json!({"items": [{"id": "kp-1", "alias": "release-signing", "keyType": "RSA"}]}))
         } else {
-            one_denied()
+            one_denied(&ctx)
         }
     } else if cert || api_key == Key::Valid {
         digicert_one(req.method(), &path, ctx.client_subject.as_deref())
     } else {
-        one_denied()
+        one_denied(&ctx)
     };
     Ok(resp)
 }
@@ -116,23 +116,61 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response<ProxyBody> {
     )
 }
 
-fn certcentral_denied(key: Key) -> Response<ProxyBody> {
-    match key {
-        Key::Missing => error(StatusCode::FORBIDDEN, "access_denied", "Access denied."),
-        _ => error(
-            StatusCode::FORBIDDEN,
-            "access_denied_invalid_key",
-            "Invalid API key.",
-        ),
+fn certcentral_denied(ctx: &Ctx, key: Key) -> Response<ProxyBody> {
+    if key == Key::Missing {
+        return error(StatusCode::FORBIDDEN, "access_denied", "Access denied.");
     }
+    let r = rejection(ctx);
+    let code = match r.shape {
+        RejectionShape::PipedCode => "access_denied|access_denied_invalid_key",
+        _ => "access_denied_invalid_key",
+    };
+    rejected(
+        StatusCode::FORBIDDEN,
+        json!({"errors": [{"code": code, "message": "Invalid API key."}]}),
+        r.chunked,
+    )
 }
 
-fn one_denied() -> Response<ProxyBody> {
-    error(
-        StatusCode::UNAUTHORIZED,
-        "invalid_api_key",
-        "Invalid API key",
-    )
+fn one_denied(ctx: &Ctx) -> Response<ProxyBody> {
+    let r = rejection(ctx);
+    let body = match r.shape {
+        RejectionShape::ErrorObject => {
+            json!({"error": {"code": "invalid_api_key", "message": "Invalid API key"}})
+        }
+        _ => json!({"errors": [{"code": "invalid_api_key", "message": "Invalid API key"}]}),
+    };
+    rejected(StatusCode::UNAUTHORIZED, body, r.chunked)
+}
+
+fn rejection(ctx: &Ctx) -> Rejection {
+    ctx.state
+        .rejection
+        .lock()
+        .map(|r| r[usize::from(ctx.clientauth)])
+        .unwrap_or_default()
+}
+
+/// A rejection with a `Content-Length`, or chunked in two pieces split inside the JSON.
+fn rejected(status: StatusCode, body: Value, chunked: bool) -> Response<ProxyBody> {
+    if !chunked {
+        return json_response(status, body);
+    }
+    let text = Bytes::from(body.to_string());
+    let half = text.len() / 2;
+    let parts = [text.slice(..half), text.slice(half..)];
+    let frames = stream::iter(
+        parts
+            .into_iter()
+            .map(|p| Ok::<_, crate::body::BoxError>(Frame::data(p))),
+    );
+    let mut resp = Response::new(StreamBody::new(frames).boxed_unsync());
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    resp
 }
 
 fn not_found() -> Response<ProxyBody> {

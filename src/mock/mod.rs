@@ -45,6 +45,28 @@ impl Default for MockOptions {
     }
 }
 
+/// How the mock words a rejected credential: the body's shape and its framing. DigiCert
+/// answers in each of these; the sidecar must recognise them all.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rejection {
+    pub shape: RejectionShape,
+    /// Send the body chunked (no `Content-Length`), split inside the JSON.
+    pub chunked: bool,
+}
+
+/// The body of a rejection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RejectionShape {
+    /// `{"errors":[{"code":...}]}`: `access_denied_invalid_key` (CertCentral, 403),
+    /// `invalid_api_key` (DigiCert ONE, 401).
+    #[default]
+    ErrorsArray,
+    /// CertCentral's combined code, `{"errors":[{"code":"access_denied|access_denied_invalid_key"}]}`.
+    PipedCode,
+    /// DigiCert ONE's other shape, `{"error":{"code":"invalid_api_key",...}}`.
+    ErrorObject,
+}
+
 /// A request as the mock saw it (for the tests to assert on).
 #[derive(Debug, Clone)]
 pub struct Seen {
@@ -70,6 +92,8 @@ pub(crate) struct State {
     /// `/_test/slow` requests being served now, and the most at once so far.
     pub slow_now: AtomicUsize,
     pub slow_max: AtomicUsize,
+    /// How rejections are worded, for the API-key server and the clientauth one.
+    pub rejection: Mutex<[Rejection; 2]>,
 }
 
 /// A running mock: two TLS servers on 127.0.0.1 and the PKI they use.
@@ -101,6 +125,7 @@ impl MockDigicert {
             flaky: Mutex::new(std::collections::HashMap::new()),
             slow_now: AtomicUsize::new(0),
             slow_max: AtomicUsize::new(0),
+            rejection: Mutex::new([Rejection::default(); 2]),
         });
         let alpn: Vec<Vec<u8>> = if options.http1_only {
             vec![b"http/1.1".to_vec()]
@@ -197,6 +222,14 @@ impl MockDigicert {
     pub fn set_client_subjects(&self, subjects: Option<&[&str]>) {
         if let Ok(mut s) = self.state.client_subjects.lock() {
             *s = subjects.map(|v| v.iter().map(|s| s.to_string()).collect());
+        }
+    }
+
+    /// How the API-key server (`clientauth` false) or the clientauth one words a rejected
+    /// credential from now on.
+    pub fn set_rejection(&self, clientauth: bool, rejection: Rejection) {
+        if let Ok(mut r) = self.state.rejection.lock() {
+            r[usize::from(clientauth)] = rejection;
         }
     }
 

@@ -2,6 +2,7 @@
 //! 127.0.0.1:0, the real sidecar in front of it, real requests.
 
 mod admin;
+mod answers;
 mod cli;
 mod credentials;
 mod errors;
