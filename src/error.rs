@@ -14,7 +14,9 @@ pub const ERROR_HEADER: &str = "x-digicert-sidecar-error";
 /// What an egress proxy's refusal usually means, for the message.
 fn proxy_hint(status: u16) -> &'static str {
     match status {
-        407 => " (proxy authentication required: check [egress] proxy_auth_file or proxy_auth_env)",
+        401 | 407 => {
+            " (proxy authentication required: check [egress] proxy_auth_file or proxy_auth_env)"
+        }
         403 => " (the proxy's policy forbids this destination)",
         _ => "",
     }

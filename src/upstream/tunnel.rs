@@ -12,8 +12,8 @@ const MAX_HEAD: usize = 16 * 1024;
 /// Why a tunnel was not opened.
 #[derive(Debug, thiserror::Error)]
 pub enum TunnelError {
-    /// Writing or reading failed.
-    #[error("{0}")]
+    /// Writing or reading failed: the proxy reset or closed the connection.
+    #[error("the connection to the proxy broke ({0})")]
     Io(#[from] std::io::Error),
     /// The proxy closed the connection before its answer was complete.
     #[error("the proxy closed the connection without answering the CONNECT")]

@@ -5,6 +5,7 @@ mod admin;
 mod answers;
 mod cli;
 mod credentials;
+mod egress;
 mod errors;
 mod guardrails;
 mod hardening_inbound;
