@@ -146,4 +146,46 @@ mod tests {
         let (r, _) = answer(&[b"SSH-2.0-OpenSSH\r\n"]).await;
         assert!(matches!(r, Err(TunnelError::Malformed(_))), "{r:?}");
     }
+
+    /// Why this step is ours: hyper-util's `Tunnel` (0.1.21) refuses a 204 and drops the
+    /// status of a 403, which `egress_proxy_denied` must name.
+    #[tokio::test]
+    async fn hyper_utils_tunnel_fails_a_204_and_loses_a_403s_status() {
+        use hyper_util::client::legacy::connect::HttpConnector;
+        use hyper_util::client::legacy::connect::proxy::Tunnel;
+        use tower::Service;
+
+        for (answer, ours_ok) in [
+            (&b"HTTP/1.1 204 No Content\r\n\r\n"[..], true),
+            (&b"HTTP/1.1 403 Forbidden\r\n\r\n"[..], false),
+        ] {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(async move {
+                loop {
+                    let (mut tcp, _) = listener.accept().await.unwrap();
+                    let mut head = [0u8; 512];
+                    let _ = tcp.read(&mut head).await;
+                    let _ = tcp.write_all(answer).await;
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+            });
+            let proxy: http::Uri = format!("http://{addr}").parse().unwrap();
+            let mut theirs = Tunnel::new(proxy, HttpConnector::new());
+            let err = theirs
+                .call("https://one.digicert.com".parse().unwrap())
+                .await
+                .err()
+                .expect("hyper-util's Tunnel fails both");
+            assert!(!err.to_string().contains("403"), "{err}");
+
+            let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let ours = open(&mut tcp, "one.digicert.com:443", None).await;
+            match ours {
+                Ok(()) => assert!(ours_ok),
+                Err(TunnelError::Denied(403)) => assert!(!ours_ok),
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
 }
