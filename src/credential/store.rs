@@ -111,8 +111,15 @@ impl CredentialStore {
         if let Some(cert) = &client_cert
             && cert.expired_at(std::time::SystemTime::now())
         {
+            let file = self
+                .route
+                .client_cert
+                .as_ref()
+                .and_then(|c| c.files().into_iter().next())
+                .map(|f| format!("{} ", f.display()))
+                .unwrap_or_default();
             return Err(CredentialError::Certificate {
-                what: format!("route {}", self.route.name),
+                what: format!("{file}(route {})", self.route.name),
                 reason: format!(
                     "the new client certificate ({}) expired on {}",
                     cert.subject(),

@@ -347,3 +347,34 @@ async fn twenty_key_and_twenty_certificate_rotations_under_load_fail_no_request(
     assert_eq!(failed, 0);
     assert!(ok > 100, "the load ran ({ok} requests)");
 }
+
+#[tokio::test]
+async fn a_failed_reload_names_the_file_it_read() {
+    let w = World::new().await;
+    let toml = format!("{}{}", w.server_toml(), w.mtls_route("mtls", "/"));
+    let config = digicert_sidecar::config::from_toml_str(&toml).unwrap();
+    let store = digicert_sidecar::credential::CredentialStore::load(
+        &config.routes[0],
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    let expired = w
+        .mock
+        .ca
+        .client_cert(
+            "expired-user",
+            Some(time::OffsetDateTime::now_utc() - time::Duration::days(1)),
+        )
+        .unwrap()
+        .to_pkcs12(P12_PASSWORD, false)
+        .unwrap();
+    let p12 = w.p12.display().to_string();
+    for (what, data) in [
+        ("expired", expired),
+        ("broken", b"this is not PKCS#12".to_vec()),
+    ] {
+        replace_file(&w.p12, &data);
+        let err = store.reload().unwrap_err().to_string();
+        assert!(err.contains(&p12), "{what}: {err}");
+    }
+}
