@@ -172,11 +172,12 @@ mod tests {
             });
             let proxy: http::Uri = format!("http://{addr}").parse().unwrap();
             let mut theirs = Tunnel::new(proxy, HttpConnector::new());
-            let err = theirs
+            let Err(err) = theirs
                 .call("https://one.digicert.com".parse().unwrap())
                 .await
-                .err()
-                .expect("hyper-util's Tunnel fails both");
+            else {
+                panic!("hyper-util's Tunnel fails both");
+            };
             assert!(!err.to_string().contains("403"), "{err}");
 
             let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();

@@ -197,10 +197,13 @@ async fn a_proxy_that_is_down_is_502_unreachable_counted_and_never_unready() {
     s.stop().await;
 }
 
+/// 200, or the sidecar's error reason and words its message must hold.
+type Expected = Result<(), (&'static str, &'static str)>;
+
 #[tokio::test]
 async fn a_misbehaving_proxy_is_told_apart_from_one_that_tunnels() {
     let w = World::new().await;
-    let cases: [(Behaviour, Result<(), (&str, &str)>); 7] = [
+    let cases: [(Behaviour, Expected); 7] = [
         (
             Behaviour::Tunnel(vec![b"HTTP/1.1 2", b"00 Connection established\r", b"\n\r\n"]),
             Ok(()),
