@@ -6,7 +6,9 @@
 //! - `DIGICERT_CLIENT_CERT_P12` + `DIGICERT_CLIENT_CERT_PASSWORD[_FILE]`: the DigiCert ONE
 //!   route goes over mTLS to the `clientauth.` host (with `x-api-key` too if one is set,
 //!   as Software Trust Manager wants).
-//! - `DIGICERT_UPSTREAM` picks the host; `DIGICERT_CA_FILE` adds trust roots.
+//! - `DIGICERT_UPSTREAM` picks the host (another region: `https://certcentral.digicert.eu`,
+//!   `https://one.ch.digicert.com`, `https://clientauth.one.nl.digicert.com`, …);
+//!   `DIGICERT_CA_FILE` adds trust roots.
 
 use super::ConfigError;
 use super::raw::{RawApiKey, RawClientCert, RawConfig, RawRoute};

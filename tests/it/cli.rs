@@ -171,6 +171,7 @@ async fn every_example_in_config_checks_with_dummy_secrets() {
     )
     .unwrap();
     std::fs::write(secrets.join("p12-password"), "dummy\n").unwrap();
+    std::fs::write(secrets.join("proxy-auth"), "corp:dummy\n").unwrap();
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
     let mut checked = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
