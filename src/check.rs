@@ -54,7 +54,7 @@ pub fn check_config(config: &Config, origin: &str) -> Report {
         );
         let _ = writeln!(text, "  leaves: {}", r.egress);
         if let crate::config::EgressPath::Proxy(p) = &r.egress
-            && let Err(e) = crate::upstream::egress::Proxy::load(p)
+            && let Err(e) = crate::credential::proxy::load(p)
         {
             problems.push(format!("route {}: egress proxy: {e}", r.name));
         }

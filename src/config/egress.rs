@@ -7,12 +7,12 @@
 use std::path::PathBuf;
 
 use http::Uri;
+use http::uri::Authority;
 use hyper_util::client::proxy::matcher::{Intercept, Matcher};
 
 use super::ConfigError;
 use super::paths::file_path;
 use super::raw::RawEgress;
-use super::route::Upstream;
 use super::secrets::SecretSource;
 
 /// `[egress]`, checked.
@@ -173,20 +173,21 @@ pub(super) fn setting(key: &str, text: &str) -> Result<ProxySetting, ConfigError
     Ok(ProxySetting::Url(text.to_owned()))
 }
 
-/// How a route with `upstream` leaves: `own` is its `egress_proxy` (if set), `key` the name
-/// to report it under; `env` reads the environment (the process's, or a test's).
+/// How a route to `upstream` (its `host[:port]`) leaves: `own` is its `egress_proxy` (if
+/// set), `key` the name to report it under; `env` reads the environment (the process's, or
+/// a test's).
 pub(super) fn path(
     key: &str,
     own: Option<&ProxySetting>,
     egress: &Egress,
-    upstream: &Upstream,
+    upstream: &Authority,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<EgressPath, ConfigError> {
     let (setting, source_key) = match own {
         Some(s) => (s, key.to_owned()),
         None => (&egress.proxy, "[egress] proxy".to_owned()),
     };
-    let dst: Uri = format!("https://{}/", upstream.authority)
+    let dst: Uri = format!("https://{upstream}/")
         .parse()
         .map_err(|_| ConfigError::invalid(key, "the upstream is not a URL"))?;
     // NO_PROXY applies to every proxy, as with curl's `--proxy`.
@@ -305,13 +306,8 @@ fn first_env(
 mod tests {
     use super::*;
 
-    fn upstream(host: &str) -> Upstream {
-        Upstream {
-            authority: format!("{host}:443").parse().unwrap(),
-            host: host.into(),
-            port: 443,
-            base_path: String::new(),
-        }
+    fn upstream(host: &str) -> Authority {
+        format!("{host}:443").parse().unwrap()
     }
 
     fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {

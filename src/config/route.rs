@@ -273,7 +273,7 @@ pub(super) fn route(
         &key("egress_proxy"),
         own_proxy.as_ref(),
         egress,
-        &upstream,
+        &upstream.authority,
         &|name| std::env::var(name).ok(),
     )?;
     Ok(Route {

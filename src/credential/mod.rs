@@ -7,6 +7,7 @@
 
 pub mod api_key;
 pub mod client_cert;
+pub mod proxy;
 pub mod store;
 pub mod trust;
 pub mod verdict;

@@ -68,7 +68,7 @@ impl CredentialStore {
     pub fn load(route: &Route, connect_timeout: Duration) -> Result<Self, CredentialError> {
         let roots = super::trust::roots(route.ca_file.as_deref())?;
         let proxy = match &route.egress {
-            EgressPath::Proxy(p) => Some(Proxy::load(p)?),
+            EgressPath::Proxy(p) => Some(super::proxy::load(p)?),
             EgressPath::Direct { .. } => None,
         };
         let (api_key, client_cert) = read(route)?;

@@ -14,10 +14,7 @@ use tokio_rustls::client::TlsStream;
 
 use super::egress::Proxy;
 use super::error::UpstreamError;
-use super::wire::Wire;
-
-/// How often an idle upstream connection is probed at the TCP level.
-const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+use super::wire::{Wire, tune};
 
 /// Dials one upstream `host:port` with one TLS configuration.
 #[derive(Clone)]
@@ -96,11 +93,4 @@ impl Connector {
         let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
         Ok(Connected { stream, h2 })
     }
-}
-
-/// No Nagle, and TCP keep-alive probes on an idle connection.
-pub(super) fn tune(tcp: &TcpStream) {
-    let _ = tcp.set_nodelay(true);
-    let _ = socket2::SockRef::from(tcp)
-        .set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE));
 }

@@ -5,10 +5,21 @@
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
+
+/// How often an idle upstream connection is probed at the TCP level.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// No Nagle, and TCP keep-alive probes on an idle connection.
+pub(super) fn tune(tcp: &TcpStream) {
+    let _ = tcp.set_nodelay(true);
+    let _ = socket2::SockRef::from(tcp)
+        .set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE));
+}
 
 /// TCP, or TLS to an `https://` proxy.
 pub enum Wire {
