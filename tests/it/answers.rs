@@ -96,13 +96,7 @@ async fn a_chunked_error_object_rejection_reloads_retries_and_turns_readiness() 
             chunked: true,
         },
     );
-    // The key file is a symlink into a directory nobody watches: only DigiCert's rejection
-    // makes the sidecar read it again.
-    let hidden = w.path("hidden");
-    std::fs::create_dir_all(&hidden).unwrap();
-    std::fs::write(hidden.join("key"), format!("{API_KEY}\n")).unwrap();
-    let link = w.path("api-key-link");
-    std::os::unix::fs::symlink(hidden.join("key"), &link).unwrap();
+    let (hidden, link) = w.unwatched_key(API_KEY);
     let route = w.one_route("one", "/").replace(
         &w.api_key.display().to_string(),
         &link.display().to_string(),
@@ -111,7 +105,7 @@ async fn a_chunked_error_object_rejection_reloads_retries_and_turns_readiness() 
     let s = Running::start(&with_admin(&format!("{}{route}{probe}", w.server_toml()))).await;
     assert_eq!(get(&s.url("/account/api/v1/user"), &[]).await.status, 200);
 
-    std::fs::write(hidden.join("key"), "replacement-key\n").unwrap();
+    std::fs::write(&hidden, "replacement-key\n").unwrap();
     w.mock.set_api_keys(&["replacement-key"]);
     let got = get(&s.url("/account/api/v1/user"), &[]).await;
     assert_eq!(

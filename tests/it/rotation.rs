@@ -28,6 +28,19 @@ fn k8s_secret(dir: &Path, generation: &str, files: &[(&str, &[u8])]) {
     }
 }
 
+/// A PKCS#12 file the mock's CA issued, expired yesterday.
+fn expired_p12(w: &World) -> Vec<u8> {
+    w.mock
+        .ca
+        .client_cert(
+            "expired-user",
+            Some(time::OffsetDateTime::now_utc() - time::Duration::days(1)),
+        )
+        .unwrap()
+        .to_pkcs12(P12_PASSWORD, false)
+        .unwrap()
+}
+
 async fn works(s: &Running, path: &str) -> bool {
     get(&s.url(path), &[]).await.status == 200
 }
@@ -84,20 +97,14 @@ async fn an_in_place_rewrite_and_a_rename_over_the_file_are_picked_up() {
 #[tokio::test]
 async fn a_rejected_key_is_reloaded_once_and_the_request_retried() {
     let w = World::new().await;
-    // The route's key file is a symlink into a directory nobody watches, so only DigiCert's
-    // rejection can make the sidecar read it again.
-    let hidden = w.path("hidden");
-    std::fs::create_dir_all(&hidden).unwrap();
-    std::fs::write(hidden.join("key"), format!("{DEVKEY}\n")).unwrap();
-    let link = w.path("devkey-link");
-    std::os::unix::fs::symlink(hidden.join("key"), &link).unwrap();
+    let (hidden, link) = w.unwatched_key(DEVKEY);
     let route = w
         .certcentral_route("cc", "/")
         .replace(&w.devkey.display().to_string(), &link.display().to_string());
     let s = Running::start(&with_admin(&format!("{}{route}", w.server_toml()))).await;
     assert!(works(&s, "/services/v2/user/me").await);
 
-    std::fs::write(hidden.join("key"), "replacement-key\n").unwrap();
+    std::fs::write(&hidden, "replacement-key\n").unwrap();
     w.mock.set_devkeys(&["replacement-key"]);
     let got = get(&s.url("/services/v2/user/me"), &[]).await;
     assert_eq!(
@@ -138,16 +145,7 @@ async fn a_rejected_key_is_reloaded_once_and_the_request_retried() {
 #[tokio::test]
 async fn a_bad_replacement_keeps_the_last_good_credential() {
     let w = World::new().await;
-    let expired = w
-        .mock
-        .ca
-        .client_cert(
-            "expired-user",
-            Some(time::OffsetDateTime::now_utc() - time::Duration::days(1)),
-        )
-        .unwrap()
-        .to_pkcs12(P12_PASSWORD, false)
-        .unwrap();
+    let expired = expired_p12(&w);
     let other = w.mock.ca.client_cert("other", None).unwrap();
     let pem = format!(
         "[[routes]]\nname = \"pem\"\npath_prefix = \"/pem\"\nstrip_prefix = true\nupstream = \"{}\"\nca_file = \"{}\"\n[routes.client_cert]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
@@ -358,16 +356,7 @@ async fn a_failed_reload_names_the_file_it_read() {
         Duration::from_secs(1),
     )
     .unwrap();
-    let expired = w
-        .mock
-        .ca
-        .client_cert(
-            "expired-user",
-            Some(time::OffsetDateTime::now_utc() - time::Duration::days(1)),
-        )
-        .unwrap()
-        .to_pkcs12(P12_PASSWORD, false)
-        .unwrap();
+    let expired = expired_p12(&w);
     let p12 = w.p12.display().to_string();
     for (what, data) in [
         ("expired", expired),

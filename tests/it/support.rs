@@ -86,6 +86,19 @@ impl World {
         p
     }
 
+    /// A key file reached through a symlink into a directory nobody watches, so that only
+    /// DigiCert's rejection makes the sidecar read it again: `(the file, the link to name
+    /// in the route)`.
+    pub fn unwatched_key(&self, key: &str) -> (PathBuf, PathBuf) {
+        let hidden = self.path("hidden");
+        std::fs::create_dir_all(&hidden).expect("hidden dir");
+        let file = hidden.join("key");
+        std::fs::write(&file, format!("{key}\n")).expect("write key");
+        let link = self.path("key-link");
+        std::os::unix::fs::symlink(&file, &link).expect("symlink");
+        (file, link)
+    }
+
     /// `[server]` for tests: ephemeral port, admin off, short timeouts.
     pub fn server_toml(&self) -> String {
         "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"off\"\nrequest_timeout = \"5s\"\nshutdown_grace = \"5s\"\n".into()
