@@ -56,7 +56,9 @@ impl tower::retry::Policy<Request<Outgoing>, Response<ProxyBody>, ProxyError> fo
             {
                 retry_after(resp.headers()).unwrap_or_else(|| backoff(self.attempt))
             }
-            Err(ProxyError::UpstreamUnreachable(_)) => backoff(self.attempt),
+            Err(ProxyError::UpstreamUnreachable(_) | ProxyError::EgressProxyUnreachable(_)) => {
+                backoff(self.attempt)
+            }
             _ => return None,
         };
         let at = Instant::now() + delay;

@@ -170,7 +170,10 @@ async fn a_proxy_that_is_down_is_502_unreachable_counted_and_never_unready() {
     let toml = with_admin(&with_egress(
         &w,
         &proxy_at(&dead),
-        &format!("{}{probe}", w.certcentral_route("cc", "/")),
+        &format!(
+            "{}{probe}[routes.retry]\nattempts = 2\n",
+            w.certcentral_route("cc", "/")
+        ),
     ));
     let s = Running::start(&toml).await;
     let got = get(&s.url("/services/v2/user/me"), &[]).await;
@@ -194,6 +197,12 @@ async fn a_proxy_that_is_down_is_502_unreachable_counted_and_never_unready() {
             >= 1.0
     );
     assert_eq!(w.mock.tls_connections(), 0);
+    assert!(
+        s.metric("digicert_sidecar_retries_total{route=\"cc\"}")
+            .await
+            >= 1.0,
+        "a proxy that cannot be reached is a connect error: retried like one"
+    );
     s.stop().await;
 }
 
