@@ -101,6 +101,10 @@ admin = "off"
 [log]
 format = "text"
 
+# The mock is on loopback: never through an HTTPS_PROXY of the environment.
+[egress]
+proxy = "none"
+
 [[routes]]
 name = "certcentral"
 path_prefix = "/services/v2"

@@ -7,6 +7,7 @@
 //! certificate rustls cannot use is skipped with a warning, since a base image may set them
 //! for other tools. The route's `ca_file` is the operator's own word and must load whole.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -20,7 +21,11 @@ use super::CredentialError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Source {
     pub name: String,
+    /// Roots this source added.
     pub loaded: usize,
+    /// Roots it holds that were already trusted (a system bundle repeats the Mozilla roots,
+    /// and `SSL_CERT_DIR` holds each file under its hash name too).
+    pub already: usize,
     /// Why some or all of it was skipped, if it was.
     pub skipped: Option<String>,
 }
@@ -28,6 +33,9 @@ pub struct Source {
 impl std::fmt::Display for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {} root(s)", self.name, self.loaded)?;
+        if self.already > 0 {
+            write!(f, " (+{} already trusted)", self.already)?;
+        }
         if let Some(why) = &self.skipped {
             write!(f, " ({why})")?;
         }
@@ -57,6 +65,7 @@ pub fn roots_with_sources(
     let mut sources = vec![Source {
         name: "built-in (Mozilla)".into(),
         loaded: roots.len(),
+        already: 0,
         skipped: None,
     }];
     if let Some(file) = env("SSL_CERT_FILE").filter(|v| !v.is_empty()) {
@@ -83,6 +92,7 @@ pub fn roots_with_sources(
                 Err(e) => sources.push(Source {
                     name,
                     loaded: 0,
+                    already: 0,
                     skipped: Some(format!("cannot read it: {e}")),
                 }),
             }
@@ -109,16 +119,22 @@ pub fn roots_with_sources(
         sources.push(Source {
             name: format!("ca_file {what}"),
             loaded,
+            already: 0,
             skipped: None,
         });
     }
     Ok((roots, sources))
 }
 
-/// Add every usable certificate of `files`; say what was skipped rather than fail.
+/// Add every usable certificate of `files` not already trusted; say what was skipped
+/// rather than fail.
 fn lenient(roots: &mut RootCertStore, name: String, files: &[PathBuf]) -> Source {
-    let mut loaded = 0;
-    let mut skipped = 0;
+    let mut known: HashSet<(Vec<u8>, Vec<u8>)> = roots
+        .roots
+        .iter()
+        .map(|a| (a.subject.to_vec(), a.subject_public_key_info.to_vec()))
+        .collect();
+    let (mut loaded, mut already, mut unusable) = (0, 0, 0);
     let mut unreadable = None;
     for path in files {
         let pem = match std::fs::read(path) {
@@ -128,22 +144,36 @@ fn lenient(roots: &mut RootCertStore, name: String, files: &[PathBuf]) -> Source
                 continue;
             }
         };
-        let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
-            .filter_map(Result::ok)
-            .collect();
-        let (added, ignored) = roots.add_parsable_certificates(certs);
-        loaded += added;
-        skipped += ignored;
+        for cert in CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok) {
+            let mut one = RootCertStore::empty();
+            if one.add(cert).is_err() {
+                unusable += 1;
+                continue;
+            }
+            for anchor in one.roots {
+                let id = (
+                    anchor.subject.to_vec(),
+                    anchor.subject_public_key_info.to_vec(),
+                );
+                if known.insert(id) {
+                    roots.roots.push(anchor);
+                    loaded += 1;
+                } else {
+                    already += 1;
+                }
+            }
+        }
     }
-    let skipped = match (unreadable, skipped) {
+    let skipped = match (unreadable, unusable) {
         (Some(why), _) => Some(why),
-        (None, 0) if loaded == 0 => Some("no certificate in it".into()),
+        (None, 0) if loaded + already == 0 => Some("no certificate in it".into()),
         (None, 0) => None,
         (None, n) => Some(format!("{n} certificate(s) rustls cannot use")),
     };
     Source {
         name,
         loaded,
+        already,
         skipped,
     }
 }
@@ -166,7 +196,9 @@ mod tests {
         std::fs::write(&file, format!("{}{}", ca_pem(), ca_pem())).unwrap();
         let certs = dir.path().join("certs");
         std::fs::create_dir(&certs).unwrap();
-        std::fs::write(certs.join("a.0"), ca_pem()).unwrap();
+        let one = ca_pem();
+        std::fs::write(certs.join("a.0"), &one).unwrap();
+        std::fs::write(certs.join("a.pem"), &one).unwrap();
         std::fs::write(certs.join("README"), "not a certificate").unwrap();
         let env = |name: &str| match name {
             "SSL_CERT_FILE" => Some(file.clone().into_os_string()),
@@ -180,6 +212,7 @@ mod tests {
         assert_eq!(roots.len(), builtin + 3);
         assert_eq!(sources[1].loaded, 2, "{sources:?}");
         assert_eq!(sources[2].loaded, 1, "{sources:?}");
+        assert_eq!(sources[2].already, 1, "{sources:?}");
         assert_eq!(sources[3].loaded, 0);
         assert!(
             sources[3].to_string().contains("cannot read"),
