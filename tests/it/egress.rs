@@ -80,6 +80,38 @@ async fn header_and_mtls_routes_go_through_tinyproxy_which_sees_only_connect() {
 }
 
 #[tokio::test]
+async fn http1_keep_alive_connections_through_the_proxy_are_pooled() {
+    let w = World::with(digicert_sidecar::mock::MockOptions {
+        devkey: DEVKEY.into(),
+        api_key: API_KEY.into(),
+        http1_only: true,
+    })
+    .await;
+    let Some(tp) = Tinyproxy::start(w.dir.path(), None).await else {
+        return;
+    };
+    let s = Running::start(&with_egress(
+        &w,
+        &proxy_at(&tp.url()),
+        &w.certcentral_route("cc", "/"),
+    ))
+    .await;
+    for _ in 0..5 {
+        let got = get(&s.url("/services/v2/user/me"), &[]).await;
+        assert_eq!(got.status, 200, "{}", got.text());
+        assert_eq!(got.headers["content-type"], "application/json");
+    }
+    assert_eq!(
+        tp.requests().len(),
+        1,
+        "one tunnel, kept alive:\n{}",
+        tp.log()
+    );
+    assert_eq!(w.mock.tls_connections(), 1);
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn tinyproxy_auth_is_accepted_from_a_file_and_a_refusal_names_the_status() {
     let w = World::new().await;
     let Some(tp) = Tinyproxy::start(w.dir.path(), Some(("corp", "CANARYproxypw3f9a"))).await else {
@@ -410,11 +442,35 @@ async fn https_proxy_from_the_environment_with_its_password_never_shown() {
     let metrics = get(&format!("http://{admin}/metrics"), &[]).await.text();
     drop(p);
     let logs = std::fs::read_to_string(w.path("sidecar.log")).unwrap_or_default();
+    // The same password from proxy_auth_file.
+    let auth = w.write("proxy-auth", format!("corp:{CANARY}\n").as_bytes());
+    let toml = with_egress(
+        &w,
+        &format!(
+            "{}proxy_auth_file = \"{}\"\n",
+            proxy_at(&tp.url()),
+            auth.display()
+        ),
+        &w.certcentral_route("cc", "/"),
+    );
+    let (checked2, p, addr, admin) = binary_with_env(&w, &toml, &[("RUST_LOG", "trace")]).await;
+    let out2 = String::from_utf8_lossy(&checked2.stdout).into_owned()
+        + &String::from_utf8_lossy(&checked2.stderr);
+    assert!(out2.contains("credentials from file"), "{out2}");
+    let got2 = get(&format!("http://{addr}/services/v2/user/me"), &[]).await;
+    assert_eq!(got2.status, 200, "{}", got2.text());
+    let metrics2 = get(&format!("http://{admin}/metrics"), &[]).await.text();
+    drop(p);
+    let logs2 = std::fs::read_to_string(w.path("sidecar.log")).unwrap_or_default();
     for (what, text) in [
         ("check", &out),
         ("metrics", &metrics),
         ("logs", &logs),
         ("answer", &got.text()),
+        ("check (file)", &out2),
+        ("metrics (file)", &metrics2),
+        ("logs (file)", &logs2),
+        ("answer (file)", &got2.text()),
     ] {
         assert!(
             !text.contains(CANARY),
