@@ -228,6 +228,21 @@ pub(super) fn path(
             }
         }
     };
+    // Name the error after where the URL was written: the variable, or the config key.
+    let bad = |why: &str| {
+        let at = match (own, setting) {
+            (None, ProxySetting::Env) => source.clone(),
+            (None, _) => "egress.proxy".to_owned(),
+            (Some(_), _) => key.to_owned(),
+        };
+        ConfigError::invalid(
+            at,
+            format!(
+                "{why}; to leave the environment's proxy aside set [egress] proxy = \"none\" \
+                 or a proxy URL"
+            ),
+        )
+    };
     let all_no = no
         .iter()
         .map(|(_, e)| e.as_str())
@@ -235,10 +250,7 @@ pub(super) fn path(
         .join(",");
     let Some(intercept) = intercept(&url, &all_no, &dst) else {
         if intercept(&url, "", &dst).is_none() {
-            return Err(ConfigError::invalid(
-                format!("{key} ({source})"),
-                "not a proxy URL like \"http://proxy.corp:3128\"",
-            ));
+            return Err(bad("not a proxy URL like \"http://proxy.corp:3128\""));
         }
         // Say which entry let the upstream bypass the proxy.
         let (var, entry) = no
@@ -254,12 +266,7 @@ pub(super) fn path(
     let tls = match proxy.scheme_str() {
         Some("https") => true,
         Some("http") => false,
-        _ => {
-            return Err(ConfigError::invalid(
-                format!("{key} ({source})"),
-                "only http:// and https:// proxies are supported",
-            ));
-        }
+        _ => return Err(bad("only http:// and https:// proxies are supported")),
     };
     let host = proxy
         .host()
