@@ -22,6 +22,8 @@ pub struct Live {
     pub client: UpstreamClient,
     /// Counts successful loads that changed something; 0 is the first.
     pub generation: u64,
+    /// The egress proxy the client dials through, with its credentials as last read.
+    proxy: Option<Proxy>,
 }
 
 impl std::fmt::Debug for Live {
@@ -48,8 +50,6 @@ pub struct CredentialStore {
     route: Route,
     roots: Arc<RootCertStore>,
     connect_timeout: Duration,
-    /// The route's egress proxy, loaded once (its credentials and trust roots).
-    proxy: Option<Proxy>,
     live: ArcSwap<Live>,
     reloading: Mutex<()>,
 }
@@ -67,10 +67,7 @@ impl CredentialStore {
     /// Load the route's credentials for the first time; any problem is an error.
     pub fn load(route: &Route, connect_timeout: Duration) -> Result<Self, CredentialError> {
         let roots = super::trust::roots(route.ca_file.as_deref())?;
-        let proxy = match &route.egress {
-            EgressPath::Proxy(p) => Some(super::proxy::load(p)?),
-            EgressPath::Direct { .. } => None,
-        };
+        let proxy = load_proxy(route)?;
         let (api_key, client_cert) = read(route)?;
         let client = new_client(
             route,
@@ -83,12 +80,12 @@ impl CredentialStore {
             route: route.clone(),
             roots,
             connect_timeout,
-            proxy,
             live: ArcSwap::from_pointee(Live {
                 api_key,
                 client_cert,
                 client,
                 generation: 0,
+                proxy,
             }),
             reloading: Mutex::new(()),
         })
@@ -108,6 +105,7 @@ impl CredentialStore {
     pub fn reload(&self) -> Result<Reloaded, CredentialError> {
         let _one_at_a_time = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
         let (api_key, client_cert) = read(&self.route)?;
+        let proxy = load_proxy(&self.route)?;
         if let Some(cert) = &client_cert
             && cert.expired_at(std::time::SystemTime::now())
         {
@@ -138,10 +136,15 @@ impl CredentialStore {
             (None, None) => true,
             _ => false,
         };
-        if key_same && cert_same {
+        let proxy_same = match (&old.proxy, &proxy) {
+            (Some(a), Some(b)) => a.same_credentials(b),
+            (None, None) => true,
+            _ => false,
+        };
+        if key_same && cert_same && proxy_same {
             return Ok(Reloaded::Unchanged);
         }
-        let client = if cert_same {
+        let client = if cert_same && proxy_same {
             old.client.clone()
         } else {
             new_client(
@@ -149,7 +152,7 @@ impl CredentialStore {
                 &self.roots,
                 client_cert.as_ref(),
                 self.connect_timeout,
-                self.proxy.clone(),
+                proxy.clone(),
             )?
         };
         self.live.store(Arc::new(Live {
@@ -157,6 +160,7 @@ impl CredentialStore {
             client_cert,
             client,
             generation: old.generation + 1,
+            proxy,
         }));
         Ok(Reloaded::Changed)
     }
@@ -177,6 +181,14 @@ fn new_client(
             reason: e.to_string(),
         }
     })
+}
+
+/// The route's egress proxy with its credentials read now, if it goes through one.
+fn load_proxy(route: &Route) -> Result<Option<Proxy>, CredentialError> {
+    match &route.egress {
+        EgressPath::Proxy(p) => super::proxy::load(p).map(Some),
+        EgressPath::Direct { .. } => Ok(None),
+    }
 }
 
 fn read(route: &Route) -> Result<(Option<ApiKey>, Option<ClientCert>), CredentialError> {

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::store::{CredentialStore, Reloaded};
-use crate::config::{Route, SecretSource};
+use crate::config::{EgressPath, ProxyAuth, Route, SecretSource};
 use crate::metrics::Metrics;
 
 /// Changes closer together than this are taken as one (a rewrite is truncate + write).
@@ -85,6 +85,11 @@ fn files(route: &Route) -> Vec<PathBuf> {
     }
     if let Some(c) = &route.client_cert {
         files.extend(c.files());
+    }
+    if let EgressPath::Proxy(p) = &route.egress
+        && let Some(ProxyAuth::Secret(SecretSource::File(f))) = &p.auth
+    {
+        files.push(f.clone());
     }
     files
 }

@@ -71,6 +71,11 @@ impl Proxy {
         })
     }
 
+    /// Whether `other` presents the same `Proxy-Authorization` (a reload changed nothing).
+    pub fn same_credentials(&self, other: &Proxy) -> bool {
+        self.auth == other.auth
+    }
+
     /// TCP (and TLS) to the proxy, then a tunnel to `authority`. Every failure here is the
     /// proxy's: unreachable, closed, TLS refused, or denied with a status.
     pub async fn tunnel(&self, authority: &str) -> Result<Wire, UpstreamError> {

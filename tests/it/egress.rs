@@ -168,6 +168,32 @@ async fn tinyproxy_auth_is_accepted_from_a_file_and_a_refusal_names_the_status()
 }
 
 #[tokio::test]
+async fn a_new_proxy_password_in_its_file_is_used_without_a_restart() {
+    let w = World::new().await;
+    let Some(tp) = Tinyproxy::start(w.dir.path(), Some(("corp", "rotated-pw"))).await else {
+        return;
+    };
+    let auth = w.write("proxy-auth", b"corp:old-pw\n");
+    let egress = format!(
+        "{}proxy_auth_file = \"{}\"\n",
+        proxy_at(&tp.url()),
+        auth.display()
+    );
+    let s = Running::start(&with_egress(&w, &egress, &w.certcentral_route("cc", "/"))).await;
+    let got = get(&s.url("/services/v2/user/me"), &[]).await;
+    assert_eq!(got.sidecar_error(), Some("egress_proxy_denied"));
+    replace_file(&auth, b"corp:rotated-pw\n");
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            get(&s.url("/services/v2/user/me"), &[]).await.status == 200
+        })
+        .await,
+        "the file watcher reloads the proxy credentials"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn no_proxy_sends_a_route_direct_and_none_ignores_the_proxy() {
     let w = World::new().await;
     let dead = format!("http://127.0.0.1:{}", free_port());
