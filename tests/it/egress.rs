@@ -388,6 +388,54 @@ async fn an_https_proxy_is_trusted_by_proxy_ca_file_and_never_offered_the_client
     s.stop().await;
 }
 
+#[tokio::test]
+async fn check_fails_on_an_unreadable_proxy_password_and_a_bad_environment_proxy() {
+    let w = World::new().await;
+    let egress = format!(
+        "{}proxy_auth_file = \"{}\"\n",
+        proxy_at("http://127.0.0.1:3128"),
+        w.path("missing-proxy-auth").display()
+    );
+    let config = w.config_file(&with_egress(&w, &egress, &w.certcentral_route("cc", "/")));
+    let out = binary()
+        .arg("check")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("check runs");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("route cc: egress proxy: cannot read"),
+        "{text}"
+    );
+    assert!(text.contains("missing-proxy-auth"), "{text}");
+
+    let config = w.config_file(&format!(
+        "{}{}",
+        w.server_toml(),
+        w.certcentral_route("cc", "/")
+    ));
+    let out = binary()
+        .arg("check")
+        .arg("--config")
+        .arg(&config)
+        .env("ALL_PROXY", "socks5://corp:CANARYsocks@127.0.0.1:1080")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("https_proxy")
+        .output()
+        .expect("check runs");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("ALL_PROXY: only http:// and https:// proxies"),
+        "{text}"
+    );
+    assert!(!text.contains("CANARY"), "{text}");
+}
+
 /// The real binary with `envs` set on its process only; `check` first, then `run`.
 async fn binary_with_env(
     w: &World,
