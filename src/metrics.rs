@@ -53,6 +53,10 @@ pub struct Metrics {
     rate_limited: Family<RouteLabel, Counter>,
     retries: Family<RouteLabel, Counter>,
     valid: Family<RouteLabel, Gauge<i64, AtomicI64>>,
+    /// The fleet store's families, registered only when one is configured.
+    store_up: Gauge<i64, AtomicI64>,
+    store_errors: Family<RouteLabel, Counter>,
+    store: bool,
     /// The route label of requests no route took.
     unrouted: Arc<str>,
 }
@@ -144,8 +148,34 @@ impl Metrics {
             rate_limited,
             retries,
             valid,
+            store_up: Gauge::default(),
+            store_errors: Family::default(),
+            store: false,
             unrouted: Arc::from("none"),
         }
+    }
+
+    /// Export the fleet store's families (`[rate_limit_store]` is configured).
+    pub fn register_store(&mut self) {
+        self.store = true;
+        self.registry.register(
+            "digicert_sidecar_rate_limit_store_up",
+            "1 while the rate limit store answers, 0 during an outage (the windows use on_error)",
+            self.store_up.clone(),
+        );
+        self.registry.register(
+            "digicert_sidecar_rate_limit_store_errors",
+            "Rate limit store calls that failed or took longer than its timeout",
+            self.store_errors.clone(),
+        );
+    }
+
+    pub fn store_up(&self, up: bool) {
+        self.store_up.set(i64::from(up));
+    }
+
+    pub fn store_error(&self, route: &str) {
+        self.store_errors.get_or_create(&route_label(route)).inc();
     }
 
     /// The Prometheus text exposition.
@@ -228,6 +258,9 @@ impl Metrics {
         let _ = self.rejected.get_or_create(&r);
         let _ = self.rate_limited.get_or_create(&r);
         let _ = self.retries.get_or_create(&r);
+        if self.store {
+            let _ = self.store_errors.get_or_create(&r);
+        }
         for result in ["success", "error"] {
             let _ = self.reloads.get_or_create(&ResultLabels {
                 route: route.to_string(),
@@ -280,5 +313,22 @@ mod tests {
         ] {
             assert!(text.contains(name), "{name} missing:\n{text}");
         }
+        assert!(!text.contains("store"), "no store families without a store");
+    }
+
+    #[test]
+    fn store_families_when_a_store_is_configured() {
+        let mut m = Metrics::new();
+        m.register_store();
+        m.register_route("cc");
+        m.store_up(true);
+        let text = m.render();
+        assert!(text.contains("digicert_sidecar_rate_limit_store_up 1"), "{text}");
+        assert!(
+            text.contains("digicert_sidecar_rate_limit_store_errors_total{route=\"cc\"} 0"),
+            "{text}"
+        );
+        m.store_error("cc");
+        assert!(m.render().contains("digicert_sidecar_rate_limit_store_errors_total{route=\"cc\"} 1"));
     }
 }

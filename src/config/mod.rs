@@ -12,6 +12,7 @@ pub mod raw;
 mod route;
 mod secrets;
 mod server;
+mod store;
 mod validated;
 
 use std::path::{Path, PathBuf};
@@ -28,6 +29,7 @@ pub use route::{
 };
 pub use secrets::{ApiKeySource, ClientCertSource, SecretSource};
 pub use server::{ListenAddr, Log, LogFormat, MAX_WORKER_THREADS, Server};
+pub use store::{OnError, RateLimitStore, valid_budget};
 pub use validated::Config;
 
 /// The environment variable naming the configuration file when `--config` is not given.

@@ -20,6 +20,9 @@ pub struct RawConfig {
     pub egress: RawEgress,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    /// `[rate_limit_store]`: the fleet's shared windows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit_store: Option<RawRateLimitStore>,
 }
 
 /// `[egress]`: the way out to DigiCert, directly or through a corporate proxy.
@@ -209,6 +212,10 @@ pub struct RawRateLimit {
     /// At most this many requests of the route at DigiCert at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_in_flight: Option<usize>,
+    /// The name of the route's windows in the fleet store; default: derived from a SHA-256
+    /// of the credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<String>,
 }
 
 /// One rate window: `{ requests = 100, per = "5s" }`.
@@ -238,4 +245,45 @@ fn default_probe_interval() -> Duration {
 #[serde(deny_unknown_fields)]
 pub struct RawRetry {
     pub attempts: u32,
+}
+
+/// `[rate_limit_store]`: where a fleet of sidecars counts DigiCert's windows together.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimitStore {
+    /// `redis://host:port/db` or `rediss://host:port/db`; no password in it.
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+    /// Trust roots (PEM) for a `rediss://` store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+    /// A store call slower than this counts as an error.
+    #[serde(default = "default_store_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// `"local"` (default), `"open"` or `"closed"`.
+    #[serde(default = "default_on_error")]
+    pub on_error: String,
+    /// How many sidecars share the key; each keeps 1/fleet_size while the store is down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet_size: Option<u32>,
+    /// Present only so that an inline password is refused with a clear message.
+    #[serde(default, skip_serializing)]
+    pub password: Option<serde::de::IgnoredAny>,
+}
+
+fn default_key_prefix() -> String {
+    "digicert-sidecar".into()
+}
+
+fn default_store_timeout() -> Duration {
+    super::store::DEFAULT_STORE_TIMEOUT
+}
+
+fn default_on_error() -> String {
+    "local".into()
 }

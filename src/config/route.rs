@@ -68,6 +68,9 @@ pub struct RateLimit {
     /// Requests of the route at DigiCert at once; more wait. It also bounds the route's
     /// upstream HTTP/1.1 connections (one per request in flight) and their memory.
     pub max_in_flight: usize,
+    /// The name of the windows in the fleet store (`[rate_limit_store]`); `None`: derived
+    /// from the credential.
+    pub budget: Option<String>,
 }
 
 /// Default of `rate_limit.max_in_flight`: far above what DigiCert's rate windows let one
@@ -81,6 +84,7 @@ impl Default for RateLimit {
             windows: Vec::new(),
             max_wait: DEFAULT_MAX_WAIT,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            budget: None,
         }
     }
 }
@@ -206,7 +210,16 @@ pub(super) fn route(
                     "must be between 1 and 10000",
                 ));
             }
+            if let Some(b) = &rl.budget
+                && !super::store::valid_budget(b)
+            {
+                return Err(ConfigError::invalid(
+                    key("rate_limit.budget"),
+                    "1 to 64 letters, digits, '-', '_' or '.'",
+                ));
+            }
             RateLimit {
+                budget: rl.budget.clone(),
                 windows: rl
                     .windows
                     .iter()

@@ -8,6 +8,7 @@ use super::ConfigError;
 use super::egress::{Egress, egress};
 use super::raw::RawConfig;
 use super::route::{Route, route};
+use super::store::{RateLimitStore, store};
 use super::server::{ListenAddr, Log, LogFormat, Server, server};
 
 /// A validated configuration.
@@ -17,6 +18,8 @@ pub struct Config {
     pub log: Log,
     pub egress: Egress,
     pub routes: Vec<Route>,
+    /// `[rate_limit_store]`: the fleet's shared windows; `None`: each sidecar counts alone.
+    pub rate_limit_store: Option<RateLimitStore>,
 }
 
 impl TryFrom<RawConfig> for Config {
@@ -84,11 +87,13 @@ impl TryFrom<RawConfig> for Config {
             }
             routes.push(route);
         }
+        let rate_limit_store = raw.rate_limit_store.as_ref().map(store).transpose()?;
         Ok(Config {
             server,
             log,
             egress,
             routes,
+            rate_limit_store,
         })
     }
 }

@@ -58,6 +58,17 @@ impl ApiKey {
         bytes.windows(key.len()).any(|w| w == key)
     }
 
+    /// SHA-256 of `context`, the header name and the key: names the key (the fleet store's
+    /// default budget) without revealing it.
+    pub fn digest(&self, context: &[u8]) -> ring::digest::Digest {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(context);
+        ctx.update(self.header.as_str().as_bytes());
+        ctx.update(b"\0");
+        ctx.update(self.secret.expose_secret().as_bytes());
+        ctx.finish()
+    }
+
     /// Whether two keys are the same secret (to tell whether a reload changed anything).
     pub fn same_secret(&self, other: &ApiKey) -> bool {
         self.header == other.header && self.secret.expose_secret() == other.secret.expose_secret()

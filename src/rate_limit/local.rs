@@ -1,5 +1,5 @@
-//! DigiCert's rate limits, kept by the sidecar for all callers of a route together, so that
-//! the shared key is never throttled. Each window is a rolling window, as DigiCert counts
+//! The rolling windows counted in this process: DigiCert's rate limits, kept by the sidecar
+//! for all callers of a route together, so that the shared key is never throttled. Each window is a rolling window, as DigiCert counts
 //! (CertCentral: 1000 per 3 minutes and 100 per 5 seconds): a request goes when *every*
 //! window has room.
 //!
@@ -18,6 +18,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::Limited;
 use crate::config::RateWindow;
 
 /// The rolling windows of one route.
@@ -35,24 +36,29 @@ struct State {
     done: VecDeque<Instant>,
 }
 
-/// No slot came free within the wait allowed; one frees up after about `retry_after`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limited {
-    pub retry_after: Duration,
-}
-
 /// A slot in every window, held while the request is in flight. Dropping it marks the
 /// request finished (answer received, or given up).
 #[derive(Debug)]
 pub struct Permit {
     limiter: Arc<RateLimiter>,
+    /// `false`: given back unused ([`Permit::cancel`]), so it never counts as finished.
+    used: bool,
+}
+
+impl Permit {
+    /// Give the slot back as if it had never been taken (the request did not go).
+    pub fn cancel(mut self) {
+        self.used = false;
+    }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
         let mut state = self.limiter.lock();
         state.in_flight = state.in_flight.saturating_sub(1);
-        state.done.push_back(Instant::now());
+        if self.used {
+            state.done.push_back(Instant::now());
+        }
         drop(state);
         self.limiter.finished.notify_waiters();
     }
@@ -71,6 +77,44 @@ impl RateLimiter {
         })
     }
 
+    /// Count a request that another counter (the fleet store) admitted, without checking:
+    /// keeps this sidecar's own history warm for a fallback to its local share.
+    pub fn record(self: &Arc<Self>) -> Permit {
+        self.lock().in_flight += 1;
+        Permit {
+            limiter: self.clone(),
+            used: true,
+        }
+    }
+
+    /// This process's requests in its windows now: how many are in flight, and how long ago
+    /// each finished one finished (within the longest window).
+    pub fn history(&self, now: Instant) -> (usize, Vec<Duration>) {
+        let state = self.lock();
+        let longest = self.longest();
+        let done = state
+            .done
+            .iter()
+            .map(|t| now.duration_since(*t))
+            .filter(|ago| *ago < longest)
+            .collect();
+        (state.in_flight, done)
+    }
+
+    /// Forget the finished requests (they were handed to the fleet store).
+    pub fn forget(&self) {
+        self.lock().done.clear();
+    }
+
+    /// The windows this limiter keeps.
+    pub fn windows(&self) -> &[RateWindow] {
+        &self.windows
+    }
+
+    fn longest(&self) -> Duration {
+        self.windows.iter().map(|w| w.per).max().unwrap_or_default()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -79,7 +123,7 @@ impl RateLimiter {
     /// (`None`: not before a request in flight finishes).
     pub fn try_admit(self: &Arc<Self>, now: Instant) -> Result<Permit, Option<Duration>> {
         let mut state = self.lock();
-        let longest = self.windows.iter().map(|w| w.per).max().unwrap_or_default();
+        let longest = self.longest();
         while state
             .done
             .front()
@@ -117,6 +161,7 @@ impl RateLimiter {
             state.in_flight += 1;
             Ok(Permit {
                 limiter: self.clone(),
+                used: true,
             })
         } else {
             Err(wait)
@@ -237,6 +282,22 @@ mod tests {
                 .unwrap(),
         );
         assert!(started.elapsed() >= Duration::from_millis(1000));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn recorded_requests_count_and_their_history_is_kept() {
+        let l = limiter(&[(2, 1000)]);
+        let a = l.record();
+        let b = l.record();
+        let _c = l.record();
+        assert!(l.try_admit(Instant::now()).is_err(), "recorded ones count");
+        drop((a, b));
+        tokio::time::advance(Duration::from_millis(300)).await;
+        let (in_flight, done) = l.history(Instant::now());
+        assert_eq!(in_flight, 1);
+        assert_eq!(done, vec![Duration::from_millis(300); 2]);
+        tokio::time::advance(Duration::from_millis(700)).await;
+        assert!(l.history(Instant::now()).1.is_empty(), "out of the window");
     }
 
     #[tokio::test(start_paused = true)]
