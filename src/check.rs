@@ -123,10 +123,20 @@ pub fn check_config(config: &Config, origin: &str) -> Report {
                 .map(|w| format!("{} per {}", w.requests, humantime::format_duration(w.per)))
                 .collect();
             let _ = writeln!(text, "  rate limit: {}", windows.join(", "));
+            if config.rate_limit_store.is_some() {
+                let budget = rl
+                    .budget
+                    .as_deref()
+                    .unwrap_or("derived from the credential");
+                let _ = writeln!(text, "  budget in the store: {budget}");
+            }
         }
         if let Some(allow) = &r.policy.allow {
             let _ = writeln!(text, "  policy: {} allow rule(s)", allow.len());
         }
+    }
+    if let Some(store) = &config.rate_limit_store {
+        crate::rate_limit::store::report(store, &mut text, &mut problems);
     }
     Report { text, problems }
 }

@@ -323,12 +323,18 @@ mod tests {
         m.register_route("cc");
         m.store_up(true);
         let text = m.render();
-        assert!(text.contains("digicert_sidecar_rate_limit_store_up 1"), "{text}");
+        assert!(
+            text.contains("digicert_sidecar_rate_limit_store_up 1"),
+            "{text}"
+        );
         assert!(
             text.contains("digicert_sidecar_rate_limit_store_errors_total{route=\"cc\"} 0"),
             "{text}"
         );
         m.store_error("cc");
-        assert!(m.render().contains("digicert_sidecar_rate_limit_store_errors_total{route=\"cc\"} 1"));
+        assert!(
+            m.render()
+                .contains("digicert_sidecar_rate_limit_store_errors_total{route=\"cc\"} 1")
+        );
     }
 }

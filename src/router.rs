@@ -3,6 +3,7 @@
 //! by a client whose `HTTP_PROXY` points here). It also computes the path to forward.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::Uri;
 use http::uri::PathAndQuery;
@@ -10,7 +11,7 @@ use tokio::sync::Semaphore;
 
 use crate::credential::CredentialStore;
 use crate::error::ProxyError;
-use crate::rate_limit::RateLimiter;
+use crate::rate_limit::{Store, Windows};
 
 /// A route as the request path sees it.
 #[derive(Debug)]
@@ -19,7 +20,7 @@ pub struct RouteHandle {
     /// DigiCert's last verdict on the credential, from the probe.
     pub verdict: crate::credential::Verdict,
     /// The route's rolling windows, shared by all its callers; `None`: unlimited.
-    pub limiter: Option<Arc<RateLimiter>>,
+    pub limiter: Option<Windows>,
     /// The route's name, shared by the access line and the metric labels of each request.
     pub label: Arc<str>,
     /// Slots for requests at DigiCert at once (`rate_limit.max_in_flight`).
@@ -27,9 +28,11 @@ pub struct RouteHandle {
 }
 
 impl RouteHandle {
-    pub fn new(store: CredentialStore) -> Self {
+    /// `fleet`: the `[rate_limit_store]` (and the lease of a request in it), if configured.
+    pub fn new(store: CredentialStore, fleet: Option<(&Arc<Store>, Duration)>) -> Self {
+        let lease = fleet.map(|f| f.1).unwrap_or_default();
         Self {
-            limiter: RateLimiter::new(&store.route().rate_limit.windows).map(Arc::new),
+            limiter: Windows::for_route(store.route(), &store.current(), fleet.map(|f| f.0), lease),
             label: Arc::from(store.route().name.as_str()),
             in_flight: Arc::new(Semaphore::new(store.route().rate_limit.max_in_flight)),
             store: Arc::new(store),

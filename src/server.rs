@@ -17,6 +17,7 @@ use crate::credential::{CredentialError, CredentialStore};
 use crate::health::{self, Health};
 use crate::listener::{self, Bound, Shared};
 use crate::metrics::Metrics;
+use crate::rate_limit::Store;
 use crate::router::{RouteHandle, Router};
 use crate::stack::{self, Stack};
 
@@ -28,6 +29,8 @@ pub enum StartError {
         route: String,
         source: CredentialError,
     },
+    #[error("{0}")]
+    Store(#[from] crate::rate_limit::store::StoreError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: ListenAddr,
@@ -44,6 +47,8 @@ pub struct Sidecar {
     health: Arc<Health>,
     admin: Option<TcpListener>,
     file_watch: watch::FileWatch,
+    /// Stops the fleet store's background probe.
+    stop_store: CancellationToken,
 }
 
 impl Sidecar {
@@ -51,6 +56,22 @@ impl Sidecar {
     pub async fn bind(config: Config) -> Result<Self, StartError> {
         let server = Arc::new(config.server.clone());
         let file_watch = watch::FileWatch::start(&config.routes);
+        let mut metrics = Metrics::new();
+        if config.rate_limit_store.is_some() {
+            metrics.register_store();
+        }
+        let metrics = Arc::new(metrics);
+        let stop_store = CancellationToken::new();
+        let fleet = match &config.rate_limit_store {
+            None => None,
+            Some(c) => {
+                let store = Store::new(c, metrics.clone(), stop_store.clone())?;
+                store.connect().await;
+                Some(store)
+            }
+        };
+        // A request holds its slot in the store at most this long (then it counts as done).
+        let lease = server.request_timeout + std::time::Duration::from_secs(5);
         let mut routes = Vec::new();
         for route in &config.routes {
             let store = CredentialStore::load(route, server.connect_timeout).map_err(|source| {
@@ -64,9 +85,11 @@ impl Sidecar {
             {
                 tracing::error!(route = %route.name, not_after = %cert.not_after_display(), "the client certificate has expired; DigiCert will refuse it");
             }
-            routes.push(Arc::new(RouteHandle::new(store)));
+            routes.push(Arc::new(RouteHandle::new(
+                store,
+                fleet.as_ref().map(|f| (f, lease)),
+            )));
         }
-        let metrics = Arc::new(Metrics::new());
         for r in &routes {
             metrics.register_route(r.name());
             watch::publish_expiry(&r.store, &metrics);
@@ -134,6 +157,7 @@ impl Sidecar {
             metrics,
             admin,
             file_watch,
+            stop_store,
         })
     }
 
@@ -245,6 +269,7 @@ impl Sidecar {
             tracing::warn!("connections could not be tracked; waiting out shutdown_grace");
             tokio::time::sleep(server.shutdown_grace).await;
             stop_background.cancel();
+            self.stop_store.cancel();
             return;
         };
         let open = graceful.count();
@@ -253,6 +278,7 @@ impl Sidecar {
             Err(_) => tracing::warn!("shutdown_grace elapsed; closing the remaining connections"),
         }
         stop_background.cancel();
+        self.stop_store.cancel();
         while background.join_next().await.is_some() {}
     }
 }

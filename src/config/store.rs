@@ -107,7 +107,10 @@ pub(super) fn store(raw: &RawRateLimitStore) -> Result<RateLimitStore, ConfigErr
     if raw.key_prefix.is_empty()
         || raw.key_prefix.len() > 64
         || raw.key_prefix.contains(['{', '}'])
-        || raw.key_prefix.chars().any(|c| c.is_whitespace() || c.is_control())
+        || raw
+            .key_prefix
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
     {
         return Err(ConfigError::invalid(
             key("key_prefix"),
@@ -215,10 +218,19 @@ file = "/run/secrets/devkey"
     fn urls_timeouts_and_prefixes_are_checked() {
         for (store, key) in [
             ("url = \"http://r:6379\"\nfleet_size = 2", "url"),
-            ("url = \"redis://r\"\nfleet_size = 2\ntimeout = \"0s\"", "timeout"),
+            (
+                "url = \"redis://r\"\nfleet_size = 2\ntimeout = \"0s\"",
+                "timeout",
+            ),
             ("url = \"redis://r\"\nfleet_size = 0", "fleet_size"),
-            ("url = \"redis://r\"\nfleet_size = 2\nkey_prefix = \"a{b}\"", "key_prefix"),
-            ("url = \"redis://r\"\nfleet_size = 2\nca_file = \"/ca.pem\"", "ca_file"),
+            (
+                "url = \"redis://r\"\nfleet_size = 2\nkey_prefix = \"a{b}\"",
+                "key_prefix",
+            ),
+            (
+                "url = \"redis://r\"\nfleet_size = 2\nca_file = \"/ca.pem\"",
+                "ca_file",
+            ),
         ] {
             let err = with(store).unwrap_err();
             assert!(err.contains(&format!("rate_limit_store.{key}")), "{err}");

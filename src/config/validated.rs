@@ -8,8 +8,8 @@ use super::ConfigError;
 use super::egress::{Egress, egress};
 use super::raw::RawConfig;
 use super::route::{Route, route};
-use super::store::{RateLimitStore, store};
 use super::server::{ListenAddr, Log, LogFormat, Server, server};
+use super::store::{RateLimitStore, store};
 
 /// A validated configuration.
 #[derive(Debug, Clone)]

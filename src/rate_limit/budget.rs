@@ -56,6 +56,8 @@ mod tests {
         let c = key("another-key-0123456789").digest(CONTEXT);
         assert_eq!(a.as_ref(), b.as_ref());
         assert_ne!(a.as_ref(), c.as_ref());
-        assert!(crate::config::valid_budget("key-0123456789abcdef0123456789abcdef"));
+        assert!(crate::config::valid_budget(
+            "key-0123456789abcdef0123456789abcdef"
+        ));
     }
 }

@@ -212,8 +212,13 @@ impl StoreWindows {
                 return Err(Limited { retry_after });
             }
             // A request in flight finishes at a time no one knows: look again soon.
-            let poll = (self.shortest / 50).clamp(Duration::from_millis(5), Duration::from_millis(100));
-            let next = if busy { now + wait.max(poll).mul_f64(0.75 + rand::random::<f64>() / 2.0) } else { now + wait };
+            let poll =
+                (self.shortest / 50).clamp(Duration::from_millis(5), Duration::from_millis(100));
+            let next = if busy {
+                now + wait.max(poll).mul_f64(0.75 + rand::random::<f64>() / 2.0)
+            } else {
+                now + wait
+            };
             tokio::time::sleep_until(next.min(until)).await;
         }
     }

@@ -193,7 +193,8 @@ impl Store {
 
     async fn ping(&self) -> Result<(), String> {
         let mut conn = self.conn.clone();
-        let call = redis::cmd("PING").query_async::<String>(&mut conn);
+        let ping = redis::cmd("PING");
+        let call = ping.query_async::<String>(&mut conn);
         match tokio::time::timeout(self.config.timeout, call).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(describe(&e)),
@@ -202,7 +203,11 @@ impl Store {
     }
 
     /// Run the script once, within `timeout`.
-    pub(super) async fn call(&self, keys: &[String; 2], args: &[String]) -> Result<Vec<i64>, String> {
+    pub(super) async fn call(
+        &self,
+        keys: &[String; 2],
+        args: &[String],
+    ) -> Result<Vec<i64>, String> {
         let mut invocation = self.script.key(&keys[0]);
         invocation.key(&keys[1]);
         for a in args {
@@ -273,7 +278,9 @@ impl Store {
             delay = (delay * 2).min(Duration::from_secs(2));
         }
         let began = self.outage_began.lock().ok().and_then(|mut g| g.take());
-        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX).max(1);
+        let ms = u64::try_from(self.started.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
         self.recovered_ms.store(ms, Ordering::Release);
         self.probing.store(false, Ordering::Release);
         self.up.store(true, Ordering::Release);
@@ -303,6 +310,43 @@ impl Store {
             Err(_) => Err(format!("no answer within {limit:?}")),
         }
     }
+}
+
+/// `check`'s lines for the store: whether it answered (a store that does not answer is said,
+/// but is no problem: the sidecar starts and falls back to `on_error`), and a password that
+/// cannot be read (the sidecar would not start).
+pub fn report(config: &RateLimitStore, text: &mut String, problems: &mut Vec<String>) {
+    use std::fmt::Write as _;
+    let mode = match config.on_error {
+        OnError::Local { fleet_size } => format!("on_error = local, fleet_size = {fleet_size}"),
+        OnError::Open => "on_error = open".into(),
+        OnError::Closed => "on_error = closed".into(),
+    };
+    let _ = writeln!(text, "rate limit store: {} ({mode})", config.url);
+    if let Some(source) = &config.password
+        && let Err(e) = crate::credential::read_secret(source)
+    {
+        problems.push(format!("rate_limit_store: password: {e}"));
+        return;
+    }
+    // Its own thread and runtime: `check` may be called with or without one.
+    let cfg = config.clone();
+    let answer = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?
+            .block_on(Store::check(&cfg))
+    })
+    .join()
+    .unwrap_or_else(|_| Err("the check failed".into()));
+    let _ = match answer {
+        Ok(took) => writeln!(text, "  answered in {} ms", took.as_millis()),
+        Err(e) => writeln!(
+            text,
+            "  did NOT answer: {e}; the sidecar still starts, and limits by on_error until it answers"
+        ),
+    };
 }
 
 /// A `redis` error in words that never include the password (the crate never prints it;

@@ -78,7 +78,7 @@ where
                 permit: None,
             };
         };
-        if let Ok(permit) = limiter.try_admit(Instant::now()) {
+        if let Some(permit) = limiter.try_admit(Instant::now()) {
             return WindowFuture::Sending {
                 future: self.inner.call(req),
                 permit: Some(permit),
