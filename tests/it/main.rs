@@ -7,6 +7,7 @@ mod cli;
 mod credentials;
 mod egress;
 mod errors;
+mod fleet;
 mod guardrails;
 mod hardening_inbound;
 mod hardening_upstream;
