@@ -236,24 +236,35 @@ impl StoreWindows {
         }
     }
 
-    /// After an outage, give the store the requests admitted while it was down.
+    /// After an outage, give the store the requests admitted while it was down; if it came
+    /// back empty (a new epoch), all of this sidecar's recent requests.
     async fn give_back(&self) -> Result<(), String> {
         let recovered = self.store.recovered_ms();
         if self.seen_recovery.load(Ordering::Acquire) == recovered {
             return Ok(());
         }
-        let _one = self.seeding.lock().await;
-        if self.seen_recovery.load(Ordering::Acquire) == recovered {
-            return Ok(());
+        let lost = {
+            let _one = self.seeding.lock().await;
+            if self.seen_recovery.load(Ordering::Acquire) == recovered {
+                return Ok(());
+            }
+            let epoch = self.epoch.load(Ordering::Acquire);
+            let lost = if epoch == 0 {
+                None // never counted there yet: the first admission gives all
+            } else {
+                self.seed(epoch, &self.offline)
+                    .await?
+                    .err()
+                    .map(|new| (epoch, new))
+            };
+            self.offline.forget();
+            self.seen_recovery.store(recovered, Ordering::Release);
+            lost
+        };
+        match lost {
+            Some((seen, new)) => self.seed_all(seen, new).await,
+            None => Ok(()),
         }
-        let epoch = self.epoch.load(Ordering::Acquire);
-        if epoch != 0 {
-            // `None`: the store lost everything; the next admission gives all back.
-            self.seed(epoch, &self.offline).await?;
-        }
-        self.offline.forget();
-        self.seen_recovery.store(recovered, Ordering::Release);
-        Ok(())
     }
 
     /// The store's epoch changed from `seen` to `new`: give it this sidecar's recent requests.
@@ -265,23 +276,24 @@ impl StoreWindows {
         if seen != 0 {
             tracing::warn!(route = %self.route, "rate limit store lost the windows (restarted empty?); giving it this sidecar's recent requests");
         }
-        if self.seed(new, &self.share).await?.is_some() {
+        if self.seed(new, &self.share).await?.is_ok() {
             self.offline.forget();
             self.epoch.store(new, Ordering::Release);
         }
         Ok(())
     }
 
-    /// Record `from`'s history in the store under `epoch`; `None` if the epoch changed.
-    async fn seed(&self, epoch: i64, from: &RateLimiter) -> Result<Option<i64>, String> {
+    /// Record `from`'s history in the store under `epoch`: `Ok(epoch)`, or `Err(new)` if the
+    /// store's epoch is another (nothing recorded).
+    async fn seed(&self, epoch: i64, from: &RateLimiter) -> Result<Result<i64, i64>, String> {
         let (in_flight, done) = from.history(Instant::now());
         let member = self.store.member();
         let mut args = self.args("seed", epoch, &member);
         args.extend(std::iter::repeat_n("-1".to_string(), in_flight));
         args.extend(done.iter().map(|ago| ms(*ago).to_string()));
         match Store::answer(&self.store.call(&self.keys, &args).await?)? {
-            Answer::Admitted { epoch } => Ok(Some(epoch)),
-            Answer::Epoch(_) => Ok(None),
+            Answer::Admitted { epoch } => Ok(Ok(epoch)),
+            Answer::Epoch(new) => Ok(Err(new)),
             Answer::Wait { .. } => Err("unexpected answer to seed".into()),
         }
     }
