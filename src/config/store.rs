@@ -42,6 +42,16 @@ pub enum OnError {
     Closed,
 }
 
+impl std::fmt::Display for OnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OnError::Local { fleet_size } => write!(f, "local (1/{fleet_size} of each window)"),
+            OnError::Open => f.write_str("open (no limit)"),
+            OnError::Closed => f.write_str("closed (429)"),
+        }
+    }
+}
+
 /// Default of `rate_limit_store.timeout`.
 pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_millis(50);
 

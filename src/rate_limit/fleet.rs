@@ -165,7 +165,7 @@ impl StoreWindows {
                 continue;
             }
             // Just after an outage, this sidecar's share must have room as well.
-            let warm = match self.store.on_error() {
+            let mut warm = match self.store.on_error() {
                 OnError::Local { .. } if self.store.warming(self.longest) => {
                     Some(self.share.clone().admit(until).await?)
                 }
@@ -180,7 +180,12 @@ impl StoreWindows {
                 Ok(v) => Store::answer(&v),
                 Err(e) => Err(e),
             };
-            let wait = match answer {
+            if !matches!(answer, Ok(Answer::Admitted { .. }))
+                && let Some(share) = warm.take()
+            {
+                share.cancel();
+            }
+            let (wait, busy) = match answer {
                 Ok(Answer::Admitted { .. }) => {
                     let history = warm.unwrap_or_else(|| self.share.record());
                     return Ok(Permit::Store(StorePermit {
@@ -190,23 +195,17 @@ impl StoreWindows {
                     }));
                 }
                 Err(e) => {
-                    warm.map(LocalPermit::cancel);
                     self.store.failed(Some(&self.route), &e);
                     continue;
                 }
                 Ok(Answer::Epoch(new)) => {
-                    warm.map(LocalPermit::cancel);
                     if let Err(e) = self.seed_all(epoch, new).await {
                         self.store.failed(Some(&self.route), &e);
                     }
                     continue;
                 }
-                Ok(Answer::Wait { wait, busy }) => {
-                    warm.map(LocalPermit::cancel);
-                    (wait, busy)
-                }
+                Ok(Answer::Wait { wait, busy }) => (wait, busy),
             };
-            let (wait, busy) = wait;
             if now + wait > until || (busy && now >= until) {
                 let retry_after = if wait.is_zero() { self.shortest } else { wait };
                 return Err(Limited { retry_after });

@@ -68,12 +68,14 @@ impl std::fmt::Debug for Store {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Answer {
     Admitted {
-        #[allow(dead_code)]
         epoch: i64,
     },
     /// Every window needs `wait` before a slot frees; `busy`: a full window waits on a
     /// request in flight, whose finish time is not known yet.
-    Wait { wait: Duration, busy: bool },
+    Wait {
+        wait: Duration,
+        busy: bool,
+    },
     /// The store's epoch is not the one this sidecar saw last: seed, then admit again.
     Epoch(i64),
 }
@@ -256,7 +258,7 @@ impl Store {
         };
         if begins {
             self.metrics.store_up(false);
-            tracing::warn!(store = %self.config.url, error, on_error = ?self.config.on_error, "rate limit store unreachable: an outage begins; the windows fall back to on_error until it answers again");
+            tracing::warn!(store = %self.config.url, error, on_error = %self.config.on_error, "rate limit store unreachable: an outage begins; the windows fall back to on_error until it answers again");
         }
         if !self.probing.swap(true, Ordering::AcqRel) {
             let this = self.clone();
@@ -317,12 +319,11 @@ impl Store {
 /// cannot be read (the sidecar would not start).
 pub fn report(config: &RateLimitStore, text: &mut String, problems: &mut Vec<String>) {
     use std::fmt::Write as _;
-    let mode = match config.on_error {
-        OnError::Local { fleet_size } => format!("on_error = local, fleet_size = {fleet_size}"),
-        OnError::Open => "on_error = open".into(),
-        OnError::Closed => "on_error = closed".into(),
-    };
-    let _ = writeln!(text, "rate limit store: {} ({mode})", config.url);
+    let _ = writeln!(
+        text,
+        "rate limit store: {} (on_error = {}, timeout {:?})",
+        config.url, config.on_error, config.timeout
+    );
     if let Some(source) = &config.password
         && let Err(e) = crate::credential::read_secret(source)
     {
