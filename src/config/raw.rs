@@ -281,7 +281,7 @@ fn default_key_prefix() -> String {
 }
 
 fn default_store_timeout() -> Duration {
-    super::store::DEFAULT_STORE_TIMEOUT
+    Duration::from_millis(50)
 }
 
 fn default_on_error() -> String {

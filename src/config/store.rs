@@ -52,9 +52,6 @@ impl std::fmt::Display for OnError {
     }
 }
 
-/// Default of `rate_limit_store.timeout`.
-pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_millis(50);
-
 /// A budget name: it goes into a store key, between the braces of a Redis Cluster hash tag.
 pub fn valid_budget(name: &str) -> bool {
     (1..=64).contains(&name.len())
