@@ -170,17 +170,7 @@ mod tests {
     use super::super::from_toml_str;
     use super::*;
 
-    const BASE: &str = r#"
-[server]
-listen = "127.0.0.1:0"
-admin = "off"
-[[routes]]
-name = "cc"
-upstream = "https://www.digicert.com"
-[routes.api_key]
-header = "X-DC-DEVKEY"
-file = "/run/secrets/devkey"
-"#;
+    use super::super::validated::tests::BASE;
 
     fn with(store: &str) -> Result<super::super::Config, String> {
         from_toml_str(&format!("{BASE}[rate_limit_store]\n{store}\n")).map_err(|e| e.to_string())

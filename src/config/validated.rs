@@ -99,10 +99,11 @@ impl TryFrom<RawConfig> for Config {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::super::from_toml_str;
 
-    const BASE: &str = r#"
+    /// A minimal valid configuration, for the tests of every config part.
+    pub(in crate::config) const BASE: &str = r#"
 [server]
 listen = "127.0.0.1:0"
 admin = "off"

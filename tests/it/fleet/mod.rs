@@ -173,12 +173,7 @@ async fn budgets_are_shared_across_sidecars_and_independent_of_each_other() {
     assert_eq!(statuses(&one.url("/b/_test/echo"), 1).await, [429]);
     assert_eq!(w.mock.seen().len(), 6);
     // The store holds the budgets by name, under the prefix, one hash tag each.
-    let mut conn = redis.conn(None).await;
-    let keys: Vec<String> = ::redis::cmd("KEYS")
-        .arg("*")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let keys = redis.keys(None, "*").await;
     for key in [
         "digicert-sidecar:{alpha}:requests",
         "digicert-sidecar:{beta}:requests",
@@ -208,12 +203,7 @@ async fn the_default_budget_is_derived_from_the_key_and_never_holds_it() {
         [429],
         "same key, same budget"
     );
-    let mut conn = redis.conn(None).await;
-    let keys: Vec<String> = ::redis::cmd("KEYS")
-        .arg("*")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let keys = redis.keys(None, "*").await;
     assert!(
         keys.iter()
             .any(|k| k.starts_with("digicert-sidecar:{key-") && k.ends_with("}:requests")),
@@ -223,7 +213,7 @@ async fn the_default_budget_is_derived_from_the_key_and_never_holds_it() {
         .arg(keys.iter().find(|k| k.ends_with(":requests")).unwrap())
         .arg(0)
         .arg(-1)
-        .query_async(&mut conn)
+        .query_async(&mut redis.conn(None).await)
         .await
         .unwrap();
     for text in keys.iter().chain(&dump) {
@@ -283,12 +273,7 @@ async fn redis_killed_on_error_local_keeps_this_sidecars_share_then_recovers() {
     // Once the window and the warm-up have passed, the store counts again.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(statuses(&url, 5).await, [200, 200, 200, 200, 429]);
-    let mut conn = redis.conn(None).await;
-    let keys: Vec<String> = ::redis::cmd("KEYS")
-        .arg("*:requests")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let keys = redis.keys(None, "*:requests").await;
     assert_eq!(keys.len(), 1, "{keys:?}");
     assert_windows(&upstream_times(&w), &[(4, Duration::from_secs(1))]);
     s.stop().await;
@@ -402,15 +387,10 @@ async fn a_paused_redis_means_the_fallback_not_a_stuck_request() {
     );
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(get(&url, &[]).await.status, 200);
-    let mut conn = redis.conn(None).await;
-    let keys: Vec<String> = ::redis::cmd("KEYS")
-        .arg("*:requests")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let keys = redis.keys(None, "*:requests").await;
     let n: usize = ::redis::cmd("ZCARD")
         .arg(&keys[0])
-        .query_async(&mut conn)
+        .query_async(&mut redis.conn(None).await)
         .await
         .unwrap();
     assert!(n >= 1, "the store counts again");
@@ -477,18 +457,12 @@ async fn the_store_password_appears_nowhere_and_check_says_whether_the_store_ans
         assert_eq!(got.status, 200, "{}", got.text());
         seen.push(format!("{:?} {}", got.headers, got.text()));
     }
-    let mut conn = redis.conn(Some(CANARY)).await;
-    let keys: Vec<String> = ::redis::cmd("KEYS")
-        .arg("*:requests")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let keys = redis.keys(Some(CANARY), "*:requests").await;
     assert_eq!(
         keys.len(),
         1,
         "the sidecar authenticated and counted in the store"
     );
-    drop(conn);
     // An outage and its end, and what each says.
     redis.kill();
     let got = get(&format!("http://127.0.0.1:{port}/_test/echo"), &[]).await;

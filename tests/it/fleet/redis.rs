@@ -99,6 +99,16 @@ impl Redis {
         self.signal("CONT");
     }
 
+    /// The keys matching `pattern`, as the sidecars wrote them.
+    pub async fn keys(&self, password: Option<&str>, pattern: &str) -> Vec<String> {
+        let mut conn = self.conn(password).await;
+        ::redis::cmd("KEYS")
+            .arg(pattern)
+            .query_async(&mut conn)
+            .await
+            .expect("KEYS")
+    }
+
     /// A direct connection, to look at what the sidecars wrote.
     pub async fn conn(&self, password: Option<&str>) -> redis::aio::MultiplexedConnection {
         let url = match password {
