@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use digicert_sidecar::Sidecar;
 use digicert_sidecar::config::{self, ListenAddr};
+use digicert_sidecar::credential::CredentialStore;
 use digicert_sidecar::metrics::Metrics;
 use digicert_sidecar::mock::{MockDigicert, MockOptions};
 use digicert_sidecar::rate_limit::{RateLimiter, Store, StoreWindows, Windows};
@@ -100,7 +101,8 @@ async fn main() {
         StoreWindows::new(
             store.clone(),
             "cc",
-            &format!("bench-{}", std::process::id()),
+            Some(&format!("bench-{}", std::process::id())),
+            &Arc::new(CredentialStore::load(route, Duration::from_secs(5)).expect("credential")),
             &route.rate_limit.windows,
             Duration::from_secs(65),
         )

@@ -30,12 +30,13 @@ pub struct RouteHandle {
 impl RouteHandle {
     /// `fleet`: the `[rate_limit_store]` (and the lease of a request in it), if configured.
     pub fn new(store: CredentialStore, fleet: Option<(&Arc<Store>, Duration)>) -> Self {
+        let store = Arc::new(store);
         let lease = fleet.map(|f| f.1).unwrap_or_default();
         Self {
-            limiter: Windows::for_route(store.route(), &store.current(), fleet.map(|f| f.0), lease),
+            limiter: Windows::for_route(&store, fleet.map(|f| f.0), lease),
             label: Arc::from(store.route().name.as_str()),
             in_flight: Arc::new(Semaphore::new(store.route().rate_limit.max_in_flight)),
-            store: Arc::new(store),
+            store,
             verdict: Default::default(),
         }
     }

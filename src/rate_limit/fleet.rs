@@ -22,10 +22,14 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use arc_swap::ArcSwap;
+
+use super::budget::budget_name;
 use super::local::{Permit as LocalPermit, RateLimiter};
 use super::store::{Answer, Store};
 use super::{Limited, Permit};
 use crate::config::{OnError, RateWindow};
+use crate::credential::CredentialStore;
 
 /// How long a 429 during a `closed` outage tells the caller to wait.
 const CLOSED_RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -35,7 +39,10 @@ const CLOSED_RETRY_AFTER: Duration = Duration::from_secs(1);
 pub struct StoreWindows {
     store: Arc<Store>,
     route: Arc<str>,
-    keys: [String; 2],
+    /// Where the budget's name comes from: configured, or the route's credential.
+    derived_from: Option<Arc<CredentialStore>>,
+    /// The budget's keys in the store, for the credential generation they were made from.
+    keyed: ArcSwap<Keyed>,
     /// `requests, per (ms)` of each window, as the script takes them.
     window_args: Vec<String>,
     lease: Duration,
@@ -48,15 +55,26 @@ pub struct StoreWindows {
     offline: Arc<RateLimiter>,
     /// The store epoch this route last saw (0: none).
     epoch: AtomicI64,
+    /// The credential changed: the next epoch seen is adopted without giving it any history
+    /// (the old key's requests do not count against the new key at DigiCert).
+    rekeyed: std::sync::atomic::AtomicBool,
     /// The end of the outage whose offline requests were given back.
     seen_recovery: AtomicU64,
     seeding: tokio::sync::Mutex<()>,
+}
+
+/// A budget's keys, and the credential generation its name was derived from.
+#[derive(Debug)]
+struct Keyed {
+    generation: u64,
+    keys: [String; 2],
 }
 
 /// A slot held in the store; dropping it records the finish there (in the background).
 #[derive(Debug)]
 pub struct StorePermit {
     windows: Arc<StoreWindows>,
+    keyed: Arc<Keyed>,
     member: String,
     _history: LocalPermit,
 }
@@ -64,11 +82,12 @@ pub struct StorePermit {
 impl Drop for StorePermit {
     fn drop(&mut self) {
         let windows = self.windows.clone();
+        let keyed = self.keyed.clone();
         let member = std::mem::take(&mut self.member);
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
                 let args = windows.args("release", 0, &member);
-                if let Err(e) = windows.store.call(&windows.keys, &args).await {
+                if let Err(e) = windows.store.call(&keyed.keys, &args).await {
                     // It still counts until its lease runs out: safe, if wasteful.
                     windows.store.failed(Some(&windows.route), &e);
                 }
@@ -93,14 +112,18 @@ fn ms(d: Duration) -> u64 {
 }
 
 impl StoreWindows {
-    /// `None` when there are no windows. `lease`: the longest a request can be in flight.
+    /// `None` when there are no windows. `budget`: the configured name, else one derived
+    /// from `credentials` (again whenever they change). `lease`: the longest a request can
+    /// be in flight.
     pub fn new(
         store: Arc<Store>,
         route: &str,
-        budget: &str,
+        budget: Option<&str>,
+        credentials: &Arc<CredentialStore>,
         windows: &[RateWindow],
         lease: Duration,
     ) -> Option<Self> {
+        let live = credentials.current();
         let shares = match store.on_error() {
             OnError::Local { fleet_size } => share_of(windows, fleet_size),
             OnError::Open | OnError::Closed => windows.to_vec(),
@@ -108,7 +131,11 @@ impl StoreWindows {
         let share = Arc::new(RateLimiter::new(&shares)?);
         let offline = Arc::new(RateLimiter::new(windows)?);
         Some(Self {
-            keys: store.keys(budget),
+            keyed: ArcSwap::from_pointee(Keyed {
+                generation: live.generation,
+                keys: store.keys(&budget_name(budget, &live)),
+            }),
+            derived_from: budget.is_none().then(|| credentials.clone()),
             window_args: windows
                 .iter()
                 .flat_map(|w| [w.requests.to_string(), ms(w.per).to_string()])
@@ -120,10 +147,36 @@ impl StoreWindows {
             share,
             offline,
             epoch: AtomicI64::new(0),
+            rekeyed: std::sync::atomic::AtomicBool::new(false),
             seen_recovery: AtomicU64::new(0),
             seeding: tokio::sync::Mutex::new(()),
             store,
         })
+    }
+
+    /// The budget's keys now: a new credential (a rotated key) has a budget of its own.
+    fn keyed(&self) -> Arc<Keyed> {
+        let keyed = self.keyed.load_full();
+        let Some(credentials) = &self.derived_from else {
+            return keyed;
+        };
+        let live = credentials.current();
+        if live.generation == keyed.generation {
+            return keyed;
+        }
+        let new = Arc::new(Keyed {
+            generation: live.generation,
+            keys: self.store.keys(&budget_name(None, &live)),
+        });
+        if new.keys != keyed.keys {
+            tracing::info!(route = %self.route, "the credential changed: its windows are counted under the new key's budget");
+            self.share.forget();
+            self.offline.forget();
+            self.rekeyed.store(true, Ordering::Release);
+            self.epoch.store(0, Ordering::Release);
+        }
+        self.keyed.store(new.clone());
+        new
     }
 
     /// The script's arguments up to the mode's own.
@@ -171,12 +224,13 @@ impl StoreWindows {
                 }
                 _ => None,
             };
+            let keyed = self.keyed();
             let member = self.store.member();
             let epoch = self.epoch.load(Ordering::Acquire);
             let mut args = self.args("admit", epoch, &member);
             args.extend_from_slice(&self.window_args);
             let now = Instant::now();
-            let answer = match self.store.call(&self.keys, &args).await {
+            let answer = match self.store.call(&keyed.keys, &args).await {
                 Ok(v) => Store::answer(&v),
                 Err(e) => Err(e),
             };
@@ -190,6 +244,7 @@ impl StoreWindows {
                     let history = warm.unwrap_or_else(|| self.share.record());
                     return Ok(Permit::Store(StorePermit {
                         windows: self.clone(),
+                        keyed,
                         member,
                         _history: history,
                     }));
@@ -272,6 +327,10 @@ impl StoreWindows {
         if self.epoch.load(Ordering::Acquire) != seen {
             return Ok(()); // another request did it
         }
+        if self.rekeyed.swap(false, Ordering::AcqRel) {
+            self.epoch.store(new, Ordering::Release);
+            return Ok(());
+        }
         if seen != 0 {
             tracing::warn!(route = %self.route, "rate limit store lost the windows (restarted empty?); giving it this sidecar's recent requests");
         }
@@ -290,7 +349,7 @@ impl StoreWindows {
         let mut args = self.args("seed", epoch, &member);
         args.extend(std::iter::repeat_n("-1".to_string(), in_flight));
         args.extend(done.iter().map(|ago| ms(*ago).to_string()));
-        match Store::answer(&self.store.call(&self.keys, &args).await?)? {
+        match Store::answer(&self.store.call(&self.keyed().keys, &args).await?)? {
             Answer::Admitted { epoch } => Ok(Ok(epoch)),
             Answer::Epoch(new) => Ok(Err(new)),
             Answer::Wait { .. } => Err("unexpected answer to seed".into()),

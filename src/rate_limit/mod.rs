@@ -52,19 +52,23 @@ impl Windows {
     /// A route's windows: in the fleet store when there is one, else in this process.
     /// `None`: the route has no windows. `lease`: the longest a request can be in flight.
     pub fn for_route(
-        route: &crate::config::Route,
-        live: &crate::credential::Live,
+        credentials: &Arc<crate::credential::CredentialStore>,
         store: Option<&Arc<Store>>,
         lease: Duration,
     ) -> Option<Self> {
+        let route = credentials.route();
         let windows = &route.rate_limit.windows;
         match store {
             None => RateLimiter::new(windows).map(|l| Windows::Local(Arc::new(l))),
-            Some(store) => {
-                let budget = budget::budget_name(route.rate_limit.budget.as_deref(), live);
-                StoreWindows::new(store.clone(), &route.name, &budget, windows, lease)
-                    .map(|w| Windows::Store(Arc::new(w)))
-            }
+            Some(store) => StoreWindows::new(
+                store.clone(),
+                &route.name,
+                route.rate_limit.budget.as_deref(),
+                credentials,
+                windows,
+                lease,
+            )
+            .map(|w| Windows::Store(Arc::new(w))),
         }
     }
 

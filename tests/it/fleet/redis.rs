@@ -46,17 +46,32 @@ impl Redis {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server runs (Debian's redis-server package; .ci/run installs it)");
+        let pid = child.id();
         self.child = Some(child);
+        // Ours, not another test's that had the port a moment ago: INFO names the process.
         for _ in 0..500 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-            {
-                return;
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("redis-server exited ({status}): port {} taken?", self.port);
+            }
+            if let Ok(mut c) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut info = vec![0; 4096];
+                let _ = c.write_all(b"INFO server\r\n").await;
+                let n = tokio::time::timeout(Duration::from_secs(1), c.read(&mut info))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or(0);
+                let info = String::from_utf8_lossy(&info[..n]);
+                // Before AUTH a password-protected server answers NOAUTH: it is up, and the
+                // exit check above says whether it is ours.
+                if info.contains(&format!("process_id:{pid}\r")) || info.contains("NOAUTH") {
+                    return;
+                }
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        panic!("redis-server does not listen on {}", self.port);
+        panic!("redis-server does not answer on {}", self.port);
     }
 
     pub fn url(&self) -> String {
