@@ -556,3 +556,50 @@ async fn a_rotated_key_is_counted_under_its_own_budget() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn rediss_with_a_ca_file_and_only_with_it() {
+    let w = World::new().await;
+    let leaf = w.mock.ca.server_cert(&["127.0.0.1"]).unwrap();
+    let redis = Redis::start_tls(&leaf.cert_pem, &leaf.key_pem).await;
+    let limited = w.certcentral_toml_limited(
+        "[routes.rate_limit]\nwindows = [{ requests = 2, per = \"1m\" }]\nmax_wait = \"0s\"\n",
+    );
+    let trusted = format!(
+        "{}{}",
+        limited,
+        store_toml(
+            &redis,
+            &format!(
+                "on_error = \"closed\"\nca_file = \"{}\"\ntimeout = \"1s\"",
+                w.ca.display()
+            )
+        )
+    );
+    assert!(redis.url().starts_with("rediss://"));
+    let one = Running::start(&trusted).await;
+    let two = Running::start(&trusted).await;
+    assert_eq!(statuses(&one.url("/_test/echo"), 2).await, [200, 200]);
+    assert_eq!(
+        statuses(&two.url("/_test/echo"), 1).await,
+        [429],
+        "counted together over TLS"
+    );
+    let report = digicert_sidecar::check::check_config(
+        &digicert_sidecar::config::from_toml_str(&trusted).unwrap(),
+        "test",
+    );
+    assert!(report.text.contains("answered in"), "{}", report.text);
+    // Without the CA, the web PKI roots do not vouch for this Redis: no store, so closed.
+    let untrusted = format!(
+        "{}{}",
+        limited,
+        store_toml(&redis, "on_error = \"closed\"\ntimeout = \"1s\"")
+    );
+    let three = Running::start(&untrusted).await;
+    let got = get(&three.url("/_test/echo"), &[]).await;
+    assert_eq!(got.sidecar_error(), Some("rate_limited"), "{}", got.text());
+    one.stop().await;
+    two.stop().await;
+    three.stop().await;
+}

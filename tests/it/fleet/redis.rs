@@ -9,6 +9,8 @@ use crate::support::free_port;
 
 pub struct Redis {
     pub port: u16,
+    /// Serving TLS only (`rediss://`).
+    tls: bool,
     conf: PathBuf,
     child: Option<Child>,
     _dir: tempfile::TempDir,
@@ -17,6 +19,15 @@ pub struct Redis {
 impl Redis {
     /// Start one; `password`: its `requirepass`.
     pub async fn start(password: Option<&str>) -> Self {
+        Self::start_with(password, None).await
+    }
+
+    /// Start one serving TLS only, with this certificate and key (PEM).
+    pub async fn start_tls(cert_pem: &str, key_pem: &str) -> Self {
+        Self::start_with(None, Some((cert_pem, key_pem))).await
+    }
+
+    async fn start_with(password: Option<&str>, tls: Option<(&str, &str)>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let mut conf = format!(
@@ -26,10 +37,22 @@ impl Redis {
         if let Some(p) = password {
             conf.push_str(&format!("requirepass {p}\n"));
         }
+        if let Some((cert, key)) = tls {
+            let (c, k) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+            std::fs::write(&c, cert).expect("write cert");
+            std::fs::write(&k, key).expect("write key");
+            conf = conf.replace(&format!("port {port}\n"), "port 0\n");
+            conf.push_str(&format!(
+                "tls-port {port}\ntls-cert-file {}\ntls-key-file {}\ntls-auth-clients no\n",
+                c.display(),
+                k.display()
+            ));
+        }
         let path = dir.path().join("redis.conf");
         std::fs::write(&path, conf).expect("write redis.conf");
         let mut r = Self {
             port,
+            tls: tls.is_some(),
             conf: path,
             child: None,
             _dir: dir,
@@ -53,7 +76,11 @@ impl Redis {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
                 panic!("redis-server exited ({status}): port {} taken?", self.port);
             }
-            if let Ok(mut c) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await {
+            let connected = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await;
+            if self.tls && connected.is_ok() {
+                return; // it is ours if it has not exited (checked above)
+            }
+            if let Ok(mut c) = connected {
                 use tokio::io::{AsyncReadExt, AsyncWriteExt};
                 let mut info = vec![0; 4096];
                 let _ = c.write_all(b"INFO server\r\n").await;
@@ -75,7 +102,8 @@ impl Redis {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
     }
 
     fn pid(&self) -> u32 {
