@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use self::redis::Redis;
 use crate::support::*;
 
-/// `[rate_limit_store]` for `redis`, plus `extra` lines.
+/// `[rate_limit_store]` for `redis`, plus `extra` lines. Stories that are not about outages
+/// set a generous `timeout`: a loaded test machine must not start one by accident.
 pub(super) fn store_toml(redis: &Redis, extra: &str) -> String {
     format!("[rate_limit_store]\nurl = \"{}\"\n{extra}\n", redis.url())
 }

@@ -101,7 +101,7 @@ async fn budgets_are_shared_across_sidecars_and_independent_of_each_other() {
         w.server_toml(),
         route("a", "alpha"),
         route("b", "beta"),
-        store_toml(&redis, "fleet_size = 4")
+        store_toml(&redis, "fleet_size = 4\ntimeout = \"2s\"")
     );
     let one = Running::start(&toml).await;
     let two = Running::start(&toml).await;
@@ -148,7 +148,7 @@ async fn the_default_budget_is_derived_from_the_key_and_never_holds_it() {
         w.certcentral_toml_limited(
             "[routes.rate_limit]\nwindows = [{ requests = 2, per = \"1m\" }]\nmax_wait = \"0s\"\n"
         ),
-        store_toml(&redis, "on_error = \"closed\"")
+        store_toml(&redis, "on_error = \"closed\"\ntimeout = \"2s\"")
     );
     let one = Running::start(&toml).await;
     let two = Running::start(&toml).await;
@@ -187,7 +187,7 @@ async fn a_rotated_key_is_counted_under_its_own_budget() {
         w.certcentral_toml_limited(
             "[routes.rate_limit]\nwindows = [{ requests = 2, per = \"1m\" }]\nmax_wait = \"0s\"\n"
         ),
-        store_toml(&redis, "on_error = \"closed\"")
+        store_toml(&redis, "on_error = \"closed\"\ntimeout = \"2s\"")
     );
     let a = Running::start(&toml).await;
     assert_eq!(statuses(&a.url("/_test/echo"), 3).await, [200, 200, 429]);
