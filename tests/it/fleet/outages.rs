@@ -13,7 +13,7 @@ async fn outage_sidecar(w: &World, redis: &Redis, store: &str) -> Running {
         with_admin(&w.certcentral_toml_limited(
             "[routes.rate_limit]\nwindows = [{ requests = 4, per = \"1s\" }]\nmax_wait = \"0s\"\n"
         )),
-        store_toml(redis, &format!("timeout = \"250ms\"\n{store}"))
+        store_toml(redis, &format!("timeout = \"500ms\"\n{store}"))
     );
     Running::start(&toml).await
 }
@@ -36,10 +36,7 @@ async fn redis_killed_on_error_local_keeps_this_sidecars_share_then_recovers() {
     for want in [200, 200, 429] {
         let (got, took) = timed(&url).await;
         assert_eq!(got.status, want, "{}", got.text());
-        assert!(
-            took < Duration::from_millis(1500),
-            "answered after {took:?}"
-        );
+        assert!(took < Duration::from_secs(2), "answered after {took:?}");
     }
     assert_eq!(s.metric(UP).await, 0.0);
     assert!(s.metric(ERRORS).await >= 1.0);
@@ -75,20 +72,14 @@ async fn redis_killed_on_error_open_stops_limiting_and_closed_refuses_at_once() 
     for _ in 0..8 {
         let (got, took) = timed(&open.url("/_test/echo")).await;
         assert_eq!(got.status, 200, "open: {}", got.text());
-        assert!(
-            took < Duration::from_millis(1500),
-            "answered after {took:?}"
-        );
+        assert!(took < Duration::from_secs(2), "answered after {took:?}");
     }
     for _ in 0..3 {
         let (got, took) = timed(&closed.url("/_test/echo")).await;
         assert_eq!(got.status, 429, "closed: {}", got.text());
         assert_eq!(got.sidecar_error(), Some("rate_limited"));
         assert!(got.headers.contains_key("retry-after"));
-        assert!(
-            took < Duration::from_millis(1500),
-            "answered after {took:?}"
-        );
+        assert!(took < Duration::from_secs(2), "answered after {took:?}");
     }
     for s in [&open, &closed] {
         assert_eq!(s.metric(UP).await, 0.0);
@@ -166,10 +157,7 @@ async fn a_paused_redis_means_the_fallback_not_a_stuck_request() {
     for _ in 0..2 {
         let (got, took) = timed(&url).await;
         assert_eq!(got.status, 200, "{}", got.text());
-        assert!(
-            took < Duration::from_millis(1500),
-            "answered after {took:?}"
-        );
+        assert!(took < Duration::from_secs(2), "answered after {took:?}");
     }
     assert_eq!(s.metric(UP).await, 0.0);
     assert!(s.metric(ERRORS).await >= 1.0);
