@@ -193,15 +193,12 @@ impl Store {
         ]
     }
 
+    /// Is the store usable? The script itself, on a key no budget uses, doing nothing (a
+    /// release of no request): a store that answers PING but cannot run the script (an old
+    /// Redis, a proxy that refuses EVALSHA) is not up, or every request would start an outage.
     async fn ping(&self) -> Result<(), String> {
-        let mut conn = self.conn.clone();
-        let ping = redis::cmd("PING");
-        let call = ping.query_async::<String>(&mut conn);
-        match tokio::time::timeout(self.config.timeout, call).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(describe(&e)),
-            Err(_) => Err(format!("no answer within {:?}", self.config.timeout)),
-        }
+        let args = ["release", "0", "0", "0", "0", "probe"].map(String::from);
+        self.call(&self.keys("probe"), &args).await.map(drop)
     }
 
     /// Run the script once, within `timeout`.
