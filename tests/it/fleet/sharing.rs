@@ -260,3 +260,77 @@ async fn rediss_with_a_ca_file_and_only_with_it() {
     two.stop().await;
     three.stop().await;
 }
+
+#[tokio::test]
+async fn in_the_store_a_request_counts_from_admission_until_its_answer_and_a_window_after() {
+    use std::sync::Arc;
+
+    use digicert_sidecar::credential::CredentialStore;
+    use digicert_sidecar::rate_limit::{Store, StoreWindows, Windows};
+    use tokio::time::Instant as TokioInstant;
+
+    let w = World::new().await;
+    let redis = Redis::start(None).await;
+    let config = digicert_sidecar::config::from_toml_str(&format!(
+        "{}{}",
+        w.certcentral_toml_limited(
+            "[routes.rate_limit]\nwindows = [{ requests = 1, per = \"400ms\" }]\n"
+        ),
+        store_toml(&redis, "on_error = \"closed\"\ntimeout = \"2s\"")
+    ))
+    .unwrap();
+    let route = &config.routes[0];
+    let store = Store::new(
+        config.rate_limit_store.as_ref().unwrap(),
+        Arc::new(digicert_sidecar::metrics::Metrics::new()),
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .unwrap();
+    store.connect().await;
+    let credentials = Arc::new(CredentialStore::load(route, Duration::from_secs(5)).unwrap());
+    let windows = Windows::Store(Arc::new(
+        StoreWindows::new(
+            store,
+            "cc",
+            Some("in-flight"),
+            &credentials,
+            &route.rate_limit.windows,
+            Duration::from_secs(60),
+        )
+        .unwrap(),
+    ));
+    let admit = |wait_ms: u64| {
+        let windows = windows.clone();
+        async move {
+            windows
+                .admit(TokioInstant::now() + Duration::from_millis(wait_ms))
+                .await
+        }
+    };
+    let first = admit(0).await.expect("the window is empty");
+    // In flight for longer than the window: it still holds the only slot.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let refused = admit(100).await.unwrap_err();
+    assert_eq!(
+        refused.retry_after,
+        Duration::from_millis(400),
+        "in flight: the window's length"
+    );
+    drop(first);
+    // Its answer is in: it counts for one more window from now, then frees the slot.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let refused = admit(0).await.unwrap_err();
+    assert!(
+        refused.retry_after > Duration::from_millis(250),
+        "{:?}",
+        refused.retry_after
+    );
+    let started = Instant::now();
+    let second = admit(1000).await.expect("admitted once the slot is free");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(second);
+}
