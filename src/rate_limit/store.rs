@@ -19,6 +19,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{OnError, RateLimitStore};
 use crate::metrics::Metrics;
 
+/// How a call that took longer than `timeout` is described.
+const NO_ANSWER: &str = "no answer within";
+
 /// The windows script (see its header for the protocol).
 const SCRIPT: &str = include_str!("script.lua");
 
@@ -151,7 +154,14 @@ impl Store {
     /// Connect for the first time, waiting at most `timeout`; if the store does not answer,
     /// start as in an outage (the fallback serves, a probe keeps trying).
     pub async fn connect(self: &Arc<Self>) {
-        match self.ping().await {
+        // The first connection (TCP, TLS, AUTH) may take longer than one call may: give it
+        // half a second before calling it an outage.
+        let until = Instant::now() + Duration::from_millis(500);
+        let mut answer = self.ping().await;
+        while answer.as_ref().is_err_and(|e| e.starts_with(NO_ANSWER)) && Instant::now() < until {
+            answer = self.ping().await;
+        }
+        match answer {
             Ok(()) => {
                 self.up.store(true, Ordering::Release);
                 self.metrics.store_up(true);
@@ -217,7 +227,7 @@ impl Store {
         match tokio::time::timeout(self.config.timeout, call).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(describe(&e)),
-            Err(_) => Err(format!("no answer within {:?}", self.config.timeout)),
+            Err(_) => Err(format!("{NO_ANSWER} {:?}", self.config.timeout)),
         }
     }
 
