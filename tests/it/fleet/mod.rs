@@ -17,6 +17,17 @@ pub(super) fn store_toml(redis: &Redis, extra: &str) -> String {
     format!("[rate_limit_store]\nurl = \"{}\"\n{extra}\n", redis.url())
 }
 
+/// The CertCentral route with a window of 2 per minute, no waiting, the store `closed`.
+pub(super) fn two_a_minute_closed(w: &World, redis: &Redis) -> String {
+    format!(
+        "{}{}",
+        w.certcentral_toml_limited(
+            "[routes.rate_limit]\nwindows = [{ requests = 2, per = \"1m\" }]\nmax_wait = \"0s\"\n"
+        ),
+        store_toml(redis, "on_error = \"closed\"\ntimeout = \"2s\"")
+    )
+}
+
 /// Panics if more than `n` of `at` fall within any interval shorter than `per`.
 pub(super) fn assert_windows(at: &[Instant], windows: &[(usize, Duration)]) {
     let mut at = at.to_vec();

@@ -143,13 +143,7 @@ async fn budgets_are_shared_across_sidecars_and_independent_of_each_other() {
 async fn the_default_budget_is_derived_from_the_key_and_never_holds_it() {
     let w = World::new().await;
     let redis = Redis::start(None).await;
-    let toml = format!(
-        "{}{}",
-        w.certcentral_toml_limited(
-            "[routes.rate_limit]\nwindows = [{ requests = 2, per = \"1m\" }]\nmax_wait = \"0s\"\n"
-        ),
-        store_toml(&redis, "on_error = \"closed\"\ntimeout = \"2s\"")
-    );
+    let toml = two_a_minute_closed(&w, &redis);
     let one = Running::start(&toml).await;
     let two = Running::start(&toml).await;
     assert_eq!(statuses(&one.url("/_test/echo"), 2).await, [200, 200]);
@@ -182,13 +176,7 @@ async fn the_default_budget_is_derived_from_the_key_and_never_holds_it() {
 async fn a_rotated_key_is_counted_under_its_own_budget() {
     let w = World::new().await;
     let redis = Redis::start(None).await;
-    let toml = format!(
-        "{}{}",
-        w.certcentral_toml_limited(
-            "[routes.rate_limit]\nwindows = [{ requests = 2, per = \"1m\" }]\nmax_wait = \"0s\"\n"
-        ),
-        store_toml(&redis, "on_error = \"closed\"\ntimeout = \"2s\"")
-    );
+    let toml = two_a_minute_closed(&w, &redis);
     let a = Running::start(&toml).await;
     assert_eq!(statuses(&a.url("/_test/echo"), 3).await, [200, 200, 429]);
     let rotated = "cc-devkey-rotated-0123456789";
