@@ -134,9 +134,53 @@ pub fn check_config(config: &Config, origin: &str) -> Report {
         if let Some(allow) = &r.policy.allow {
             let _ = writeln!(text, "  policy: {} allow rule(s)", allow.len());
         }
+        if let Some(names) = &r.policy.callers {
+            let _ = writeln!(text, "  callers: {}", names.join(", "));
+        }
+        for (name, rules) in &r.policy.caller_allow {
+            let _ = writeln!(text, "  caller {name}: {} more allow rule(s)", rules.len());
+        }
+        if let Some(share) = rl.caller_share {
+            let _ = writeln!(text, "  caller share: {share} of each window");
+        }
     }
     if let Some(store) = &config.rate_limit_store {
         crate::rate_limit::store::report(store, &mut text, &mut problems);
     }
+    callers(config, &mut text, &mut problems);
     Report { text, problems }
+}
+
+/// The callers: name, where the token comes from, uids and gids; each token is read (and
+/// the set checked for duplicates) as `run` would, and never shown, nor its digest.
+fn callers(config: &Config, text: &mut String, problems: &mut Vec<String>) {
+    let c = &config.callers;
+    if !c.configured() {
+        return;
+    }
+    let _ = writeln!(
+        text,
+        "callers ({}):",
+        if c.required {
+            "required on every listener"
+        } else {
+            "optional: requests without a token are anonymous"
+        }
+    );
+    for caller in &c.list {
+        let mut line = format!("  caller {}:", caller.name);
+        if let Some(t) = &caller.token {
+            let _ = write!(line, " token from {t}");
+        }
+        if !caller.unix_uids.is_empty() {
+            let _ = write!(line, " unix uids {:?}", caller.unix_uids);
+        }
+        if !caller.unix_gids.is_empty() {
+            let _ = write!(line, " unix gids {:?}", caller.unix_gids);
+        }
+        let _ = writeln!(text, "{line}");
+    }
+    if let Err(e) = crate::caller::CallerStore::load(c) {
+        problems.push(format!("callers: {e}"));
+    }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use http::{HeaderValue, Method, Response, StatusCode, header};
 
 use crate::body::{BodyError, ProxyBody, full};
+use crate::caller::AuthFailure;
 
 /// Name of the header that marks an answer made by the sidecar, not by DigiCert.
 pub const ERROR_HEADER: &str = "x-digicert-sidecar-error";
@@ -69,6 +70,16 @@ pub enum ProxyError {
     /// The egress proxy answered the CONNECT with something other than 2xx.
     #[error("the egress proxy refused the tunnel to the upstream with status {status}{}", proxy_hint(*status))]
     EgressProxyDenied { status: u16 },
+    /// No caller, or not the caller it claims: 401 in origin form, 407 in absolute form.
+    #[error("{}", why.message())]
+    CallerUnauthenticated {
+        /// The request is in absolute form (the client takes the sidecar for its proxy).
+        proxy_form: bool,
+        why: AuthFailure,
+    },
+    /// A known caller on a route that does not list it.
+    #[error("caller {caller} may not use route {route}")]
+    CallerDenied { caller: String, route: String },
     /// A bug: the sidecar failed while handling the request (a panic, caught).
     #[error("the sidecar failed while handling the request; this is a bug, please report it")]
     Internal,
@@ -95,12 +106,14 @@ impl ProxyError {
             ProxyError::UpstreamTimeout(_) => "upstream_timeout",
             ProxyError::EgressProxyUnreachable(_) => "egress_proxy_unreachable",
             ProxyError::EgressProxyDenied { .. } => "egress_proxy_denied",
+            ProxyError::CallerUnauthenticated { .. } => "caller_unauthenticated",
+            ProxyError::CallerDenied { .. } => "caller_denied",
             ProxyError::Internal => "internal",
         }
     }
 
     /// Every `<reason>` there is.
-    pub const REASONS: [&'static str; 18] = [
+    pub const REASONS: [&'static str; 20] = [
         "bad_request",
         "no_route",
         "policy_denied",
@@ -118,6 +131,8 @@ impl ProxyError {
         "upstream_timeout",
         "egress_proxy_unreachable",
         "egress_proxy_denied",
+        "caller_unauthenticated",
+        "caller_denied",
         "internal",
     ];
 
@@ -129,7 +144,12 @@ impl ProxyError {
             ProxyError::PolicyDenied { .. }
             | ProxyError::PeerDenied(_)
             | ProxyError::HostDenied(_)
-            | ProxyError::BrowserDenied => StatusCode::FORBIDDEN,
+            | ProxyError::BrowserDenied
+            | ProxyError::CallerDenied { .. } => StatusCode::FORBIDDEN,
+            ProxyError::CallerUnauthenticated {
+                proxy_form: true, ..
+            } => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+            ProxyError::CallerUnauthenticated { .. } => StatusCode::UNAUTHORIZED,
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::CredentialUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -183,6 +203,24 @@ impl ProxyError {
             // The rest of the connection cannot be trusted to be framed as the client meant.
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
+        if let ProxyError::CallerUnauthenticated { proxy_form, why } = &self {
+            let (name, challenge) = if *proxy_form {
+                (
+                    header::PROXY_AUTHENTICATE,
+                    "Basic realm=\"digicert-sidecar\"",
+                )
+            } else {
+                (
+                    header::WWW_AUTHENTICATE,
+                    "Bearer realm=\"digicert-sidecar\"",
+                )
+            };
+            headers.insert(name, HeaderValue::from_static(challenge));
+            if *why == AuthFailure::TooMany {
+                // Ten wrong tokens on one connection: no more guesses on it.
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+        }
         if let ProxyError::MethodNotAllowed(_) = &self {
             headers.insert(
                 header::ALLOW,
@@ -215,16 +253,22 @@ pub fn reason_named(value: &[u8]) -> Option<&'static str> {
 }
 
 /// A request error on its way to the one place it becomes a response, with the route it was
-/// on (if routing got that far) for the access line and the metrics.
+/// on (if routing got that far) and its caller (if known) for the access line and the metrics.
 #[derive(Debug)]
 pub struct Refused {
     pub error: ProxyError,
     pub route: Option<std::sync::Arc<str>>,
+    /// The caller, once the caller layer knew it.
+    pub caller: Option<std::sync::Arc<str>>,
 }
 
 impl From<ProxyError> for Refused {
     fn from(error: ProxyError) -> Self {
-        Self { error, route: None }
+        Self {
+            error,
+            route: None,
+            caller: None,
+        }
     }
 }
 
@@ -296,6 +340,22 @@ mod tests {
                 502,
                 "egress_proxy_denied",
             ),
+            (
+                ProxyError::CallerUnauthenticated {
+                    proxy_form: false,
+                    why: AuthFailure::Missing,
+                },
+                401,
+                "caller_unauthenticated",
+            ),
+            (
+                ProxyError::CallerDenied {
+                    caller: "billing".into(),
+                    route: "r".into(),
+                },
+                403,
+                "caller_denied",
+            ),
             (ProxyError::Internal, 500, "internal"),
         ];
         assert_eq!(cases.len(), ProxyError::REASONS.len());
@@ -304,6 +364,33 @@ mod tests {
             assert_eq!(err.reason(), reason);
             assert_eq!(reason_named(reason.as_bytes()), Some(reason));
         }
+    }
+
+    #[test]
+    fn an_unauthenticated_caller_is_challenged_as_the_form_of_its_request_asks() {
+        let origin = ProxyError::CallerUnauthenticated {
+            proxy_form: false,
+            why: AuthFailure::Wrong,
+        }
+        .into_response();
+        assert_eq!(origin.status(), 401);
+        assert_eq!(
+            origin.headers()[header::WWW_AUTHENTICATE],
+            "Bearer realm=\"digicert-sidecar\""
+        );
+        assert!(!origin.headers().contains_key(header::CONNECTION));
+        let proxy = ProxyError::CallerUnauthenticated {
+            proxy_form: true,
+            why: AuthFailure::TooMany,
+        }
+        .into_response();
+        assert_eq!(proxy.status(), 407);
+        assert_eq!(
+            proxy.headers()[header::PROXY_AUTHENTICATE],
+            "Basic realm=\"digicert-sidecar\""
+        );
+        assert_eq!(proxy.headers()[header::CONNECTION], "close");
+        assert!(!proxy.headers().contains_key(header::WWW_AUTHENTICATE));
     }
 
     #[tokio::test]

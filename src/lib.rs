@@ -3,7 +3,7 @@
 //! applications that must not hold them, and forwards them over HTTPS.
 //!
 //! The request flow, module by module: [`listener`] → [`stack`] (the tower layers, in order:
-//! [`door`] → [`router`] → [`policy`] → [`credential`] → [`rate_limit`] → [`upstream`]) with
+//! [`door`] → [`router`] → [`caller`] → [`policy`] → [`credential`] → [`rate_limit`] → [`upstream`]) with
 //! [`error`] turning failures into responses. Beside it: [`config`], [`telemetry`], [`server`] (start and stop), [`check`]
 //! and the DigiCert stand-in [`mock`] used by `demo` and the tests; for hosts without
 //! Kubernetes, [`systemd`] (socket activation, sd_notify), [`exec`] and [`wait`].
@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod body;
+pub mod caller;
 pub mod check;
 pub mod config;
 pub mod conn_guard;

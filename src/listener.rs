@@ -165,9 +165,11 @@ impl Shared {
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        // Wrong caller tokens are counted per connection (the tenth closes it).
+        let strikes = Arc::new(crate::caller::Strikes::default());
         let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
             req.extensions_mut()
-                .insert(crate::stack::RequestCtx::of_peer(peer));
+                .insert(crate::stack::RequestCtx::of_connection(peer, &strikes));
             stack.clone().oneshot(req)
         });
         let io = ConnGuard::new(io, self.first_bytes, self.write_stall);

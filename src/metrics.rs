@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
 
 use http::{Method, StatusCode};
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -14,12 +14,48 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 /// Labels of the per-request families. Built for every request, so nothing in it
-/// allocates: the route name is shared, the method is one of a fixed set.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// allocates: the route and caller names are shared, the method is one of a fixed set.
+/// `caller` is there only where callers are configured.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct RequestLabels {
     pub route: Arc<str>,
+    pub caller: Option<Arc<str>>,
     pub method: &'static str,
     pub status: u16,
+}
+
+/// By hand: a label that is not there (`caller` without callers) is left out, not empty.
+impl EncodeLabelSet for RequestLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> std::fmt::Result {
+        ("route", &*self.route).encode(encoder.encode_label())?;
+        if let Some(c) = &self.caller {
+            ("caller", &**c).encode(encoder.encode_label())?;
+        }
+        ("method", self.method).encode(encoder.encode_label())?;
+        ("status", self.status).encode(encoder.encode_label())
+    }
+}
+
+/// `route`, and `caller` where callers are configured.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct RouteCallerLabels {
+    pub route: Arc<str>,
+    pub caller: Option<Arc<str>>,
+}
+
+impl EncodeLabelSet for RouteCallerLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> std::fmt::Result {
+        ("route", &*self.route).encode(encoder.encode_label())?;
+        match &self.caller {
+            Some(c) => ("caller", &**c).encode(encoder.encode_label()),
+            None => Ok(()),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallerReasonLabel {
+    pub reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -50,7 +86,12 @@ pub struct Metrics {
     reloads: Family<ResultLabels, Counter>,
     not_after: Family<RouteLabel, Gauge<i64, AtomicI64>>,
     rejected: Family<RouteLabel, Counter>,
-    rate_limited: Family<RouteLabel, Counter>,
+    rate_limited: Family<RouteCallerLabels, Counter>,
+    caller_rejected: Family<CallerReasonLabel, Counter>,
+    /// `Some(anonymous)` where callers are configured: the `caller` label is on.
+    caller_label: Option<Arc<str>>,
+    /// The configured callers' names, then `anonymous`: the values of the `caller` label.
+    caller_names: Vec<Arc<str>>,
     retries: Family<RouteLabel, Counter>,
     valid: Family<RouteLabel, Gauge<i64, AtomicI64>>,
     /// The fleet store's families, registered only when one is configured.
@@ -88,7 +129,8 @@ impl Metrics {
         let reloads = Family::<ResultLabels, Counter>::default();
         let not_after = Family::<RouteLabel, Gauge<i64, AtomicI64>>::default();
         let rejected = Family::<RouteLabel, Counter>::default();
-        let rate_limited = Family::<RouteLabel, Counter>::default();
+        let rate_limited = Family::<RouteCallerLabels, Counter>::default();
+        let caller_rejected = Family::<CallerReasonLabel, Counter>::default();
         let retries = Family::<RouteLabel, Counter>::default();
         let valid = Family::<RouteLabel, Gauge<i64, AtomicI64>>::default();
         // prometheus-client appends `_total` to counters.
@@ -128,6 +170,11 @@ impl Metrics {
             rate_limited.clone(),
         );
         registry.register(
+            "digicert_sidecar_caller_rejected",
+            "Requests refused because their caller token was missing, wrong or malformed, by reason",
+            caller_rejected.clone(),
+        );
+        registry.register(
             "digicert_sidecar_retries",
             "Upstream attempts beyond the first",
             retries.clone(),
@@ -146,6 +193,9 @@ impl Metrics {
             not_after,
             rejected,
             rate_limited,
+            caller_rejected,
+            caller_label: None,
+            caller_names: Vec::new(),
             retries,
             valid,
             store_up: Gauge::default(),
@@ -187,10 +237,32 @@ impl Metrics {
         out
     }
 
-    /// One answered request; `route` is `None` when no route took it.
+    /// Label requests by caller: `names` are the configured callers (their counters start
+    /// at 0), and a request without one is `anonymous`.
+    pub fn label_callers(&mut self, names: &[Arc<str>]) {
+        let anonymous: Arc<str> = Arc::from(crate::config::ANONYMOUS);
+        self.caller_names = names.iter().cloned().collect();
+        self.caller_names.push(anonymous.clone());
+        self.caller_label = Some(anonymous);
+        for why in crate::caller::AuthFailure::ALL {
+            let _ = self.caller_rejected.get_or_create(&CallerReasonLabel {
+                reason: why.as_str(),
+            });
+        }
+    }
+
+    /// The `caller` label of a request: `None` where callers are not configured.
+    fn caller_of(&self, caller: Option<&Arc<str>>) -> Option<Arc<str>> {
+        let anonymous = self.caller_label.as_ref()?;
+        Some(caller.unwrap_or(anonymous).clone())
+    }
+
+    /// One answered request; `route` is `None` when no route took it, `caller` when no
+    /// caller was identified.
     pub fn request(
         &self,
         route: Option<&Arc<str>>,
+        caller: Option<&Arc<str>>,
         method: &Method,
         status: StatusCode,
         seconds: f64,
@@ -199,6 +271,7 @@ impl Metrics {
         self.requests
             .get_or_create(&RequestLabels {
                 route: route.clone(),
+                caller: self.caller_of(caller),
                 method: method_label(method),
                 status: status.as_u16(),
             })
@@ -238,8 +311,20 @@ impl Metrics {
         self.rejected.get_or_create(&route_label(route)).inc();
     }
 
-    pub fn rate_limited(&self, route: &str) {
-        self.rate_limited.get_or_create(&route_label(route)).inc();
+    pub fn rate_limited(&self, route: &str, caller: Option<&Arc<str>>) {
+        self.rate_limited
+            .get_or_create(&RouteCallerLabels {
+                route: Arc::from(route),
+                caller: self.caller_of(caller),
+            })
+            .inc();
+    }
+
+    /// A caller refused for `reason` (an [`crate::caller::AuthFailure`]); never token text.
+    pub fn caller_rejected(&self, reason: &'static str) {
+        self.caller_rejected
+            .get_or_create(&CallerReasonLabel { reason })
+            .inc();
     }
 
     pub fn retry(&self, route: &str) {
@@ -256,7 +341,18 @@ impl Metrics {
     pub fn register_route(&self, route: &str) {
         let r = route_label(route);
         let _ = self.rejected.get_or_create(&r);
-        let _ = self.rate_limited.get_or_create(&r);
+        if self.caller_label.is_none() {
+            let _ = self.rate_limited.get_or_create(&RouteCallerLabels {
+                route: r.route.clone(),
+                caller: None,
+            });
+        }
+        for caller in &self.caller_names {
+            let _ = self.rate_limited.get_or_create(&RouteCallerLabels {
+                route: r.route.clone(),
+                caller: Some(caller.clone()),
+            });
+        }
         let _ = self.retries.get_or_create(&r);
         if self.store {
             let _ = self.store_errors.get_or_create(&r);
@@ -293,8 +389,20 @@ mod tests {
     fn names_are_those_of_the_spec() {
         let m = Metrics::new();
         m.register_route("cc");
-        m.request(Some(&Arc::from("cc")), &Method::GET, StatusCode::OK, 0.01);
-        m.request(None, &Method::CONNECT, StatusCode::METHOD_NOT_ALLOWED, 0.0);
+        m.request(
+            Some(&Arc::from("cc")),
+            None,
+            &Method::GET,
+            StatusCode::OK,
+            0.01,
+        );
+        m.request(
+            None,
+            None,
+            &Method::CONNECT,
+            StatusCode::METHOD_NOT_ALLOWED,
+            0.0,
+        );
         m.upstream_error("cc", "upstream_tls");
         m.cert_not_after("cc", 1_900_000_000);
         m.credential_valid("cc", true);

@@ -64,6 +64,11 @@ impl Router {
         Self { routes }
     }
 
+    /// This listener's routes, longest prefix first.
+    pub fn routes(&self) -> &[Arc<RouteHandle>] {
+        &self.routes
+    }
+
     /// Upstream host names of this listener's routes.
     pub fn upstream_hosts(&self) -> impl Iterator<Item = &str> {
         self.routes

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Admin};
+use crate::caller::{CallerError, CallerStore};
 use crate::config::{Config, ListenAddr};
 use crate::credential::watch;
 use crate::credential::{CredentialError, CredentialStore};
@@ -31,6 +32,8 @@ pub enum StartError {
     },
     #[error("{0}")]
     Store(#[from] crate::rate_limit::store::StoreError),
+    #[error("{0}")]
+    Caller(#[from] CallerError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: ListenAddr,
@@ -45,6 +48,7 @@ pub struct Sidecar {
     routes: Vec<Arc<RouteHandle>>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
+    callers: Arc<CallerStore>,
     admin: Option<TcpListener>,
     file_watch: watch::FileWatch,
     /// Stops the fleet store's background probe.
@@ -55,10 +59,14 @@ impl Sidecar {
     /// Load credentials and bind every listener.
     pub async fn bind(config: Config) -> Result<Self, StartError> {
         let server = Arc::new(config.server.clone());
-        let file_watch = watch::FileWatch::start(&config.routes);
+        let file_watch = watch::FileWatch::start(&config.routes, &config.callers.token_files());
+        let callers = Arc::new(CallerStore::load(&config.callers)?);
         let mut metrics = Metrics::new();
         if config.rate_limit_store.is_some() {
             metrics.register_store();
+        }
+        if callers.configured() {
+            metrics.label_callers(callers.names());
         }
         let metrics = Arc::new(metrics);
         let stop_store = CancellationToken::new();
@@ -141,7 +149,13 @@ impl Sidecar {
                 ListenAddr::Unix(_) | ListenAddr::Systemd(_) => Vec::new(),
             };
             tracing::info!(listen = %bound.local_addr(), routes = ?routes.iter().map(|r| r.name()).collect::<Vec<_>>(), "listening");
-            let stack = stack::build(Router::new(routes), extra_hosts, &server, metrics.clone());
+            let stack = stack::build(
+                Router::new(routes),
+                extra_hosts,
+                &server,
+                callers.clone(),
+                metrics.clone(),
+            );
             listeners.push((bound, stack));
         }
         if let Some(a) = &admin
@@ -154,6 +168,7 @@ impl Sidecar {
             config,
             listeners,
             routes,
+            callers,
             metrics,
             admin,
             file_watch,
@@ -242,6 +257,7 @@ impl Sidecar {
         background.spawn(watch::run(
             self.file_watch,
             stores.clone(),
+            self.callers.clone(),
             self.metrics.clone(),
             stop_background.clone(),
         ));

@@ -4,6 +4,7 @@
 //! The validated config says *where* secrets come from (a file, an environment variable),
 //! never what they are: secrets are read by `credential` into `secrecy` types.
 
+mod callers;
 mod egress;
 pub mod env;
 pub mod log_filter;
@@ -20,6 +21,7 @@ use std::path::{Path, PathBuf};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 
+pub use callers::{ANONYMOUS, Caller, Callers, TokenSource};
 pub use egress::{
     Egress, EgressPath, ProxyAuth, ProxyRoute, ProxySetting, intercept as egress_intercept,
 };

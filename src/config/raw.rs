@@ -23,6 +23,66 @@ pub struct RawConfig {
     /// `[rate_limit_store]`: the fleet's shared windows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit_store: Option<RawRateLimitStore>,
+    /// `[[callers]]`: the applications that share this sidecar, by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub callers: Vec<RawCaller>,
+}
+
+/// One `[[callers]]` entry: a name, and how the caller proves it (a token from a file, an
+/// environment variable or its SHA-256 digest; or, on a Unix socket, its uid/gid).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCaller {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+    /// Hex SHA-256 digest of the token: the token itself need not be on this host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unix_uids: Vec<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unix_gids: Vec<u32>,
+    /// Present only so that an inline token is refused with a clear message.
+    #[serde(default, skip_serializing)]
+    pub token: Option<serde::de::IgnoredAny>,
+}
+
+/// `require_caller`: `"auto"` (required once any `[[callers]]` exists), `true` or `false`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub enum RawRequireCaller {
+    #[default]
+    #[serde(rename = "auto")]
+    Auto,
+    #[serde(rename = "true")]
+    Yes,
+    #[serde(rename = "false")]
+    No,
+}
+
+impl<'de> Deserialize<'de> for RawRequireCaller {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Bool(bool),
+            Text(String),
+        }
+        match Either::deserialize(d)? {
+            Either::Bool(true) => Ok(Self::Yes),
+            Either::Bool(false) => Ok(Self::No),
+            Either::Text(t) => match t.as_str() {
+                "auto" => Ok(Self::Auto),
+                "true" => Ok(Self::Yes),
+                "false" => Ok(Self::No),
+                other => Err(serde::de::Error::custom(format!(
+                    "`{other}` is not \"auto\", true or false"
+                ))),
+            },
+        }
+    }
 }
 
 /// `[egress]`: the way out to DigiCert, directly or through a corporate proxy.
@@ -77,6 +137,8 @@ pub struct RawServer {
     pub shutdown_grace: Duration,
     /// Octal file mode of a Unix listening socket, e.g. `"0660"`.
     pub unix_socket_mode: String,
+    /// Whether every request must name its caller (see `[[callers]]`).
+    pub require_caller: RawRequireCaller,
 }
 
 impl Default for RawServer {
@@ -96,6 +158,7 @@ impl Default for RawServer {
             worker_threads: 1,
             shutdown_grace: Duration::from_secs(25),
             unix_socket_mode: "0660".into(),
+            require_caller: RawRequireCaller::Auto,
         }
     }
 }
@@ -199,6 +262,12 @@ pub struct RawPolicy {
     pub unix_peer_uids: Option<Vec<u32>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unix_peer_gids: Option<Vec<u32>>,
+    /// Only these named callers may use the route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callers: Option<Vec<String>>,
+    /// Extra allow rules for one caller, on top of `allow`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub caller_allow: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// `[routes.rate_limit]`.
@@ -216,6 +285,9 @@ pub struct RawRateLimit {
     /// of the credential.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<String>,
+    /// The most of each window that one caller may take (0 < x <= 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_share: Option<f64>,
 }
 
 /// One rate window: `{ requests = 100, per = "5s" }`.

@@ -57,6 +57,10 @@ pub struct Policy {
     pub allow: Option<Vec<AllowRule>>,
     pub unix_peer_uids: Option<Vec<u32>>,
     pub unix_peer_gids: Option<Vec<u32>>,
+    /// `None`: any caller (and, unless callers are required, anonymous requests).
+    pub callers: Option<Vec<String>>,
+    /// Extra rules of one caller, on top of `allow`.
+    pub caller_allow: Vec<(String, Vec<AllowRule>)>,
 }
 
 /// `[routes.rate_limit]`, checked. No windows: no limit on the rate.
@@ -71,6 +75,8 @@ pub struct RateLimit {
     /// The name of the windows in the fleet store (`[rate_limit_store]`); `None`: derived
     /// from the credential.
     pub budget: Option<String>,
+    /// The most of each window one caller may take; `None`: no per-caller share.
+    pub caller_share: Option<f64>,
 }
 
 /// Default of `rate_limit.max_in_flight`: far above what DigiCert's rate windows let one
@@ -85,6 +91,7 @@ impl Default for RateLimit {
             max_wait: DEFAULT_MAX_WAIT,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             budget: None,
+            caller_share: None,
         }
     }
 }
@@ -171,28 +178,43 @@ pub(super) fn route(
             "a route needs a credential: [routes.api_key], [routes.client_cert], or both",
         ));
     }
+    let rules = |k: &str, rules: &[String]| {
+        rules
+            .iter()
+            .enumerate()
+            .map(|(j, rule)| {
+                AllowRule::parse(rule)
+                    .map_err(|e| ConfigError::invalid(key(&format!("{k}[{j}]")), e))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
     let policy = match &r.policy {
         None => Policy::default(),
         Some(p) => Policy {
             allow: p
                 .allow
                 .as_ref()
-                .map(|rules| {
-                    rules
-                        .iter()
-                        .enumerate()
-                        .map(|(j, rule)| {
-                            AllowRule::parse(rule).map_err(|e| {
-                                ConfigError::invalid(key(&format!("policy.allow[{j}]")), e)
-                            })
-                        })
-                        .collect::<Result<Vec<_>, _>>()
-                })
+                .map(|a| rules("policy.allow", a))
                 .transpose()?,
             unix_peer_uids: p.unix_peer_uids.clone(),
             unix_peer_gids: p.unix_peer_gids.clone(),
+            callers: p.callers.clone(),
+            caller_allow: p
+                .caller_allow
+                .iter()
+                .map(|(n, a)| Ok((n.clone(), rules(&format!("policy.caller_allow.{n}"), a)?)))
+                .collect::<Result<Vec<_>, ConfigError>>()?,
         },
     };
+    if policy.allow.is_none()
+        && let Some((n, _)) = policy.caller_allow.first()
+    {
+        return Err(ConfigError::invalid(
+            key(&format!("policy.caller_allow.{n}")),
+            "adds to policy.allow, which is not set (so every call is allowed already); set \
+             policy.allow to what every caller of the route may do",
+        ));
+    }
     let rate_limit = match &r.rate_limit {
         Some(rl) => {
             for (j, w) in rl.windows.iter().enumerate() {
@@ -218,8 +240,27 @@ pub(super) fn route(
                     "1 to 64 letters, digits, '-', '_' or '.'",
                 ));
             }
+            let caller_share = match rl.caller_share {
+                None => None,
+                Some(x) if x > 0.0 && x <= 1.0 && !rl.windows.is_empty() => Some(x),
+                Some(x) if x > 0.0 && x <= 1.0 => {
+                    return Err(ConfigError::invalid(
+                        key("rate_limit.caller_share"),
+                        "shares the route's windows, and it has none; set rate_limit.windows",
+                    ));
+                }
+                Some(x) => {
+                    return Err(ConfigError::invalid(
+                        key("rate_limit.caller_share"),
+                        format!(
+                            "{x} is outside (0, 1]: it is the most of each window that one caller may take, e.g. 0.5"
+                        ),
+                    ));
+                }
+            };
             RateLimit {
                 budget: rl.budget.clone(),
+                caller_share,
                 windows: rl
                     .windows
                     .iter()

@@ -20,6 +20,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// `[rate_limit_store]`: the fleet's shared windows; `None`: each sidecar counts alone.
     pub rate_limit_store: Option<RateLimitStore>,
+    /// `[[callers]]` and `server.require_caller`.
+    pub callers: super::Callers,
 }
 
 impl TryFrom<RawConfig> for Config {
@@ -88,12 +90,15 @@ impl TryFrom<RawConfig> for Config {
             routes.push(route);
         }
         let rate_limit_store = raw.rate_limit_store.as_ref().map(store).transpose()?;
+        let callers = super::callers::callers(&raw.callers, raw.server.require_caller)?;
+        super::callers::check_routes(&callers, &routes, &server.listen)?;
         Ok(Config {
             server,
             log,
             egress,
             routes,
             rate_limit_store,
+            callers,
         })
     }
 }

@@ -1,7 +1,8 @@
 //! Reloading credentials while serving: on a change in the directory of any credential file
 //! (Kubernetes swaps a `..data` symlink there; editors rename over files; `echo >` rewrites
 //! in place), on SIGHUP, and when DigiCert rejects a credential. A reload that fails keeps
-//! the last good credential, logs one error line and counts it.
+//! the last good credential, logs one error line and counts it. Callers' token files
+//! (`[[callers]] token_file`) are watched and reloaded the same way.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -15,6 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::store::{CredentialStore, Reloaded};
+use crate::caller::CallerStore;
 use crate::config::{EgressPath, ProxyAuth, Route, SecretSource};
 use crate::metrics::Metrics;
 
@@ -94,29 +96,42 @@ fn files(route: &Route) -> Vec<PathBuf> {
     files
 }
 
+/// What a watched file belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    /// The route at this index.
+    Route(usize),
+    /// The callers' tokens.
+    Callers,
+}
+
 /// Watches the directories of every credential file. Made before the credentials are first
 /// read, so that no change after that read goes unnoticed.
 pub struct FileWatch {
     _watcher: Option<RecommendedWatcher>,
     events: mpsc::UnboundedReceiver<Vec<PathBuf>>,
-    /// Directory -> (file name, route index) of every credential file in it.
-    by_dir: BTreeMap<PathBuf, Vec<(OsString, usize)>>,
+    /// Directory -> (file name, owner) of every credential file in it.
+    by_dir: BTreeMap<PathBuf, Vec<(OsString, Owner)>>,
 }
 
 impl FileWatch {
-    /// Start watching for the routes of `routes` (indices are positions in it). If the
-    /// watcher cannot start, credentials still reload on SIGHUP and on rejection.
-    pub fn start(routes: &[Route]) -> Self {
-        let mut by_dir: BTreeMap<PathBuf, Vec<(OsString, usize)>> = BTreeMap::new();
-        for (i, r) in routes.iter().enumerate() {
-            for f in files(r) {
-                let dir = f
-                    .parent()
-                    .map(|p| p.to_path_buf())
-                    .unwrap_or_else(|| PathBuf::from("."));
-                let name = f.file_name().map(OsString::from).unwrap_or_default();
-                by_dir.entry(dir).or_default().push((name, i));
-            }
+    /// Start watching for the routes of `routes` (indices are positions in it) and the
+    /// callers' `token_files`. If the watcher cannot start, credentials still reload on
+    /// SIGHUP and on rejection.
+    pub fn start(routes: &[Route], token_files: &[PathBuf]) -> Self {
+        let mut by_dir: BTreeMap<PathBuf, Vec<(OsString, Owner)>> = BTreeMap::new();
+        let owned = routes
+            .iter()
+            .enumerate()
+            .flat_map(|(i, r)| files(r).into_iter().map(move |f| (f, Owner::Route(i))))
+            .chain(token_files.iter().map(|f| (f.clone(), Owner::Callers)));
+        for (f, owner) in owned {
+            let dir = f
+                .parent()
+                .map(|p| p.to_path_buf())
+                .unwrap_or_else(|| PathBuf::from("."));
+            let name = f.file_name().map(OsString::from).unwrap_or_default();
+            by_dir.entry(dir).or_default().push((name, owner));
         }
         let (tx, events) = mpsc::unbounded_channel::<Vec<PathBuf>>();
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -157,8 +172,8 @@ impl FileWatch {
         }
     }
 
-    /// The routes (indices) that `changed` paths concern.
-    fn affected(&self, changed: &[PathBuf]) -> Vec<usize> {
+    /// The routes (indices) and callers that `changed` paths concern.
+    fn affected(&self, changed: &[PathBuf]) -> Vec<Owner> {
         let mut todo = Vec::new();
         for path in changed {
             let dir = path.parent().map(|p| p.to_path_buf()).unwrap_or_default();
@@ -176,11 +191,24 @@ impl FileWatch {
     }
 }
 
+/// Reload the callers' tokens now, and report in a log line. A failure keeps the last good
+/// tokens.
+pub fn reload_callers(callers: &CallerStore, cause: &str) {
+    match callers.reload() {
+        Ok(true) => tracing::info!(cause, "caller tokens reloaded; new requests use them"),
+        Ok(false) => tracing::debug!(cause, "caller tokens unchanged"),
+        Err(e) => {
+            tracing::error!(cause, error = %e, "caller token reload failed; keeping the last good tokens")
+        }
+    }
+}
+
 /// Reload on file changes and on SIGHUP until `stop`. `routes` are in the order given to
 /// [`FileWatch::start`].
 pub async fn run(
     mut watch: FileWatch,
     routes: Vec<Arc<CredentialStore>>,
+    callers: Arc<CallerStore>,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) {
@@ -202,6 +230,7 @@ pub async fn run(
                 for r in &routes {
                     reload_route_off_thread(r, &metrics, "SIGHUP").await;
                 }
+                reload_callers(&callers, "SIGHUP");
                 crate::systemd::ready();
             }
             Some(paths) = watch.events.recv() => {
@@ -210,9 +239,13 @@ pub async fn run(
                 while let Ok(more) = watch.events.try_recv() {
                     changed.extend(more);
                 }
-                let todo = watch.affected(&changed);
-                for i in todo {
-                    reload_route_off_thread(&routes[i], &metrics, "file changed").await;
+                for owner in watch.affected(&changed) {
+                    match owner {
+                        Owner::Route(i) => {
+                            reload_route_off_thread(&routes[i], &metrics, "file changed").await;
+                        }
+                        Owner::Callers => reload_callers(&callers, "file changed"),
+                    }
                 }
             }
         }

@@ -79,7 +79,7 @@ where
 
     fn call(&mut self, mut req: Request<Outgoing>) -> Self::Future {
         let route = match routed(&req).cloned() {
-            Ok(Routed { route, forward }) => match address(&mut req, &route, forward) {
+            Ok(Routed { route, forward, .. }) => match address(&mut req, &route, forward) {
                 Ok(()) => route,
                 Err(e) => return CredentialFuture::Done { error: Some(e) },
             },

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use http::uri::PathAndQuery;
 
 use crate::body::BodyError;
+use crate::caller::{CallerId, Strikes};
 use crate::credential::Live;
 use crate::error::ProxyError;
 use crate::router::RouteHandle;
@@ -22,6 +23,8 @@ use crate::router::RouteHandle;
 pub struct Routed {
     pub route: Arc<RouteHandle>,
     pub forward: PathAndQuery,
+    /// The request is in absolute form: the client takes the sidecar for its HTTP proxy.
+    pub proxy_form: bool,
 }
 
 /// Why a streamed request body was cut short, if it was (the upstream connection may report
@@ -50,13 +53,18 @@ pub struct RequestCtx {
     pub live: Option<Arc<Live>>,
     /// Set for a streamed body: why it was cut short, if it was.
     pub fault: Option<BodyFault>,
+    /// Set by the caller layer when `[[callers]]` are configured: who is calling.
+    pub caller: Option<CallerId>,
+    /// Set by the listener: the wrong caller tokens of the request's connection.
+    pub strikes: Option<Arc<Strikes>>,
 }
 
 impl RequestCtx {
-    /// A context for a connection's requests.
-    pub fn of_peer(peer: Peer) -> Self {
+    /// A context for the requests of a connection, with the connection's strike count.
+    pub fn of_connection(peer: Peer, strikes: &Arc<Strikes>) -> Self {
         Self {
             peer: Some(peer),
+            strikes: Some(strikes.clone()),
             ..Self::default()
         }
     }
@@ -93,6 +101,8 @@ pub struct Outcome {
     pub route: Option<Arc<str>>,
     /// How long the exchange with DigiCert took, retries included.
     pub upstream: Option<Duration>,
+    /// Who called (set by the caller layer where callers are configured).
+    pub caller: Option<Arc<str>>,
 }
 
 /// The answer's outcome, to fill in.

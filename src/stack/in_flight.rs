@@ -104,7 +104,7 @@ where
                             max_in_flight = route.config().rate_limit.max_in_flight,
                             "too many requests in flight to DigiCert; refusing rather than queueing longer"
                         );
-                        return Err(refused(&route, &metrics, Duration::from_secs(1)));
+                        return Err(refused(&route, &req, &metrics, Duration::from_secs(1)));
                     }
                 };
                 let started = Instant::now();
@@ -167,9 +167,16 @@ pub fn admission_deadline(route: &RouteHandle, deadline: Instant) -> Instant {
     deadline.min(Instant::now() + route.config().rate_limit.max_wait)
 }
 
-/// The 429 for a request the route's limits did not let through, counted.
-pub fn refused(route: &RouteHandle, metrics: &Metrics, retry_after: Duration) -> ProxyError {
-    metrics.rate_limited(route.name());
+/// The 429 for a request the route's limits did not let through, counted (by caller too,
+/// where callers are configured).
+pub fn refused<B>(
+    route: &RouteHandle,
+    req: &Request<B>,
+    metrics: &Metrics,
+    retry_after: Duration,
+) -> ProxyError {
+    let caller = super::ctx::ctx(req).and_then(|c| c.caller.as_ref());
+    metrics.rate_limited(route.name(), caller.map(|c| &c.name));
     ProxyError::RateLimited {
         route: route.name().to_string(),
         retry_after,

@@ -10,24 +10,29 @@
 //! | head limits | [`head_limits`] | 431 / 413 before anything reads the request |
 //! | door | [`door`] | methods, paths, header names, `Host`, browsers |
 //! | router | [`route`] | the route, by listener and longest prefix or absolute form |
-//! | policy | [`policy`] | the route's allow-list, Unix peer uid/gid |
+//! | caller | [`caller`] | who is calling: a token, or a Unix peer's uid/gid; 401 / 407 |
+//! | policy | [`policy`] | the route's callers and allow-list (+ the caller's), Unix peer uid/gid |
 //! | hold body | [`hold_body`] | size and idle limits; small bodies kept to send again |
 //! | deadline | [`deadline`] + tower `Timeout` | `request_timeout` for all that follows |
 //! | credential | [`credential`] | strip, then set; reload and once more if DigiCert rejects it |
 //! | in flight | [`in_flight`] | `max_in_flight` slots, held until the answer's body ends |
 //! | retry | tower `Retry` + [`retry`] | idempotent retries, backoff, `Retry-After` |
+//! | caller share | [`caller_share`] | one caller's share of the route's windows, per attempt |
 //! | rate windows | [`rate_window`] | DigiCert's rolling windows, per attempt |
 //! | upstream | [`upstream`] | the pooled HTTPS connection of the credential in force |
 //!
 //! The rate windows sit below the retry layer so that every attempt that reaches DigiCert
-//! counts in them; the in-flight slot sits above it, held for the whole request. A caller
-//! identity layer goes between router and policy; a shared (fleet) limit is the rate-window
-//! layer with another counter behind it.
+//! counts in them; the in-flight slot sits above it, held for the whole request. A caller's
+//! share is checked just before the route's windows, so a caller over its share waits
+//! without holding room in them; a shared (fleet) limit is the rate-window layer with
+//! another counter behind it.
 //!
 //! Each layer is generic over the one below it, so the stack is one monomorphised call
 //! chain: no boxed service, and a boxed future only at the very bottom (hyper's send future
 //! has no name) and on the slow paths (waiting for a slot, a rejected credential).
 
+pub mod caller;
+pub mod caller_share;
 pub mod credential;
 pub mod ctx;
 pub mod deadline;
@@ -59,6 +64,7 @@ use tower_http::request_id::{
 use tower_http::sensitive_headers::{SetSensitiveRequestHeaders, SetSensitiveRequestHeadersLayer};
 
 use crate::body::ProxyBody;
+use crate::caller::CallerStore;
 use crate::config::Server;
 use crate::door::Door;
 use crate::error::ProxyError;
@@ -70,12 +76,19 @@ pub use ctx::{Peer, RequestCtx};
 
 /// Everything below the rescue layer that knows the route.
 type Routed = route::RouteSelect<
-    policy::PolicyCheck<
-        hold_body::HoldBody<
-            deadline::WithDeadline<
-                credential::AttachCredential<
-                    in_flight::InFlight<
-                        Retry<retry::RetryPolicy, rate_window::RateWindows<upstream::SendUpstream>>,
+    caller::Identify<
+        policy::PolicyCheck<
+            hold_body::HoldBody<
+                deadline::WithDeadline<
+                    credential::AttachCredential<
+                        in_flight::InFlight<
+                            Retry<
+                                retry::RetryPolicy,
+                                caller_share::CallerShare<
+                                    rate_window::RateWindows<upstream::SendUpstream>,
+                                >,
+                            >,
+                        >,
                     >,
                 >,
             >,
@@ -105,9 +118,11 @@ pub fn build(
     router: Router,
     mut allowed_hosts: Vec<String>,
     server: &Server,
+    callers: Arc<CallerStore>,
     metrics: Arc<Metrics>,
 ) -> Stack {
     allowed_hosts.extend(router.upstream_hosts().map(str::to_string));
+    let shares = caller_share::Shares::new(router.routes(), callers.names().len());
     let drop_malformed: DropMalformedId = request_id::drop_malformed;
     ServiceBuilder::new()
         .layer(SetSensitiveRequestHeadersLayer::new(CREDENTIAL_HEADERS))
@@ -128,6 +143,7 @@ pub fn build(
         })
         .layer(door::DoorLayer::new(Door { allowed_hosts }))
         .layer(route::RouteLayer::new(router))
+        .layer(caller::CallerLayer::new(callers, metrics.clone()))
         .layer(policy::PolicyLayer)
         .layer(hold_body::HoldBodyLayer {
             limit: server.max_request_body,
@@ -140,6 +156,7 @@ pub fn build(
         .layer(credential::CredentialLayer::new(metrics.clone()))
         .layer(in_flight::InFlightLayer::new(metrics.clone()))
         .layer(RetryLayer::new(retry::RetryPolicy::new(metrics.clone())))
+        .layer(caller_share::CallerShareLayer::new(shares, metrics.clone()))
         .layer(rate_window::RateWindowLayer::new(metrics))
         .service(upstream::SendUpstream)
 }
@@ -179,12 +196,14 @@ mod tests {
             "head_limits::HeadLimits<",
             "door::DoorCheck<",
             "route::RouteSelect<",
+            "caller::Identify<",
             "policy::PolicyCheck<",
             "hold_body::HoldBody<",
             "deadline::WithDeadline<",
             "credential::AttachCredential<",
             "in_flight::InFlight<",
             "retry::Retry<",
+            "caller_share::CallerShare<",
             "rate_window::RateWindows<",
             "upstream::SendUpstream",
         ];

@@ -1,5 +1,6 @@
-//! Policy as a layer: the route's allow-list (method + path glob, see [`crate::policy`]) and,
-//! on a Unix socket, the caller's uid/gid. A refused request never reaches the credential.
+//! Policy as a layer: the route's callers (`policy.callers`), its allow-list (method + path
+//! glob, see [`crate::policy`]) plus the caller's own rules (`policy.caller_allow`) and, on a
+//! Unix socket, the peer's uid/gid. A refused request never reaches the credential.
 
 use std::task::{Context, Poll};
 
@@ -8,6 +9,7 @@ use tower::{Layer, Service};
 
 use super::ctx::{Peer, ctx, routed};
 use super::future::Checked;
+use crate::caller::AuthFailure;
 use crate::error::ProxyError;
 use crate::policy;
 
@@ -48,8 +50,39 @@ where
 }
 
 fn check<B>(req: &Request<B>) -> Result<(), ProxyError> {
-    let cfg = routed(req)?.route.config();
-    if !policy::allows(cfg.policy.allow.as_deref(), req.method(), req.uri().path()) {
+    let routed = routed(req)?;
+    let cfg = routed.route.config();
+    let caller = ctx(req).and_then(|c| c.caller.as_ref());
+    if let Some(names) = &cfg.policy.callers {
+        match caller {
+            Some(c) if c.index.is_some() => {
+                if !names.iter().any(|n| **n == *c.name) {
+                    tracing::warn!(route = %cfg.name, caller = %c.name, "caller not listed by the route");
+                    return Err(ProxyError::CallerDenied {
+                        caller: c.name.to_string(),
+                        route: cfg.name.clone(),
+                    });
+                }
+            }
+            // The route serves named callers only.
+            _ => {
+                return Err(ProxyError::CallerUnauthenticated {
+                    proxy_form: routed.proxy_form,
+                    why: AuthFailure::Missing,
+                });
+            }
+        }
+    }
+    let own_rules = caller.and_then(|c| {
+        cfg.policy
+            .caller_allow
+            .iter()
+            .find(|(n, _)| **n == *c.name)
+            .map(|(_, rules)| rules.as_slice())
+    });
+    if !policy::allows(cfg.policy.allow.as_deref(), req.method(), req.uri().path())
+        && !own_rules.is_some_and(|r| policy::allows(Some(r), req.method(), req.uri().path()))
+    {
         tracing::warn!(route = %cfg.name, method = %req.method(), path = %req.uri().path(), "denied by policy");
         return Err(ProxyError::PolicyDenied {
             route: cfg.name.clone(),

@@ -93,7 +93,7 @@ where
                     Ok(permit) => permit,
                     Err(limited) => {
                         tracing::warn!(route = route.name(), retry_after = ?limited.retry_after, "rate limit: refusing rather than exceed DigiCert's windows");
-                        return Err(refused(&route, &metrics, limited.retry_after));
+                        return Err(refused(&route, &req, &metrics, limited.retry_after));
                     }
                 };
                 let answer = service.oneshot(req).await;

@@ -124,6 +124,7 @@ where
                 let (mut parts, body) = resp.into_parts();
                 if let Some(outcome) = parts.extensions.remove::<Outcome>() {
                     log.route = outcome.route;
+                    log.caller = outcome.caller;
                     log.upstream_ms = outcome.upstream.map(|t| t.as_secs_f64() * 1000.0);
                 }
                 // An answer the sidecar made deeper down (a caught panic, a broken error
@@ -136,7 +137,11 @@ where
                 let body = Guarded::new(body, None, idle, Some(Box::new(log)));
                 Response::from_parts(parts, body.boxed_unsync())
             }
-            Err(Refused { error, route }) => {
+            Err(Refused {
+                error,
+                route,
+                caller,
+            }) => {
                 let reason = error.reason();
                 if error.is_upstream() {
                     this.settings
@@ -147,6 +152,7 @@ where
                     tracing::debug!(error = %error, "request refused");
                 }
                 log.route = route;
+                log.caller = caller;
                 log.error = Some(reason);
                 let resp = error.into_response();
                 log.status = resp.status();

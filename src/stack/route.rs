@@ -47,14 +47,15 @@ pub struct RouteSelect<S> {
 
 impl<S, B, RB> Service<Request<B>> for RouteSelect<S>
 where
-    S: Service<Request<B>, Response = Response<RB>, Error = ProxyError>,
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Error: Into<Refused>,
 {
     type Response = Response<RB>;
     type Error = Refused;
     type Future = RouteFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Refused>> {
-        self.inner.poll_ready(cx).map_err(Refused::from)
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
@@ -68,7 +69,12 @@ where
             Err(e) => return RouteFuture::Refused { error: Some(e) },
         };
         let label = route.label.clone();
-        ctx_mut(&mut req).routed = Some(Routed { route, forward });
+        let proxy_form = proxy_host.is_some();
+        ctx_mut(&mut req).routed = Some(Routed {
+            route,
+            forward,
+            proxy_form,
+        });
         RouteFuture::Inner {
             future: self.inner.call(req),
             label: Some(label),
@@ -84,9 +90,10 @@ pin_project! {
     }
 }
 
-impl<F, RB> Future for RouteFuture<F>
+impl<F, RB, E> Future for RouteFuture<F>
 where
-    F: Future<Output = Result<Response<RB>, ProxyError>>,
+    F: Future<Output = Result<Response<RB>, E>>,
+    E: Into<Refused>,
 {
     type Output = Result<Response<RB>, Refused>;
 
@@ -103,10 +110,11 @@ where
                         outcome_mut(&mut resp).route = label;
                         Ok(resp)
                     }
-                    Err(error) => Err(Refused {
-                        error,
-                        route: label,
-                    }),
+                    Err(error) => {
+                        let mut refused: Refused = error.into();
+                        refused.route = label;
+                        Err(refused)
+                    }
                 })
             }
         }

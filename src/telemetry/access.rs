@@ -68,6 +68,8 @@ impl fmt::Debug for RequestId {
 pub struct AccessLog {
     pub request_id: RequestId,
     pub route: Option<Arc<str>>,
+    /// Who called, where callers are configured and the caller layer knew.
+    pub caller: Option<Arc<str>>,
     pub method: Method,
     /// The request target; only its path is logged, never the query.
     pub target: Option<PathAndQuery>,
@@ -84,6 +86,7 @@ impl fmt::Debug for AccessLog {
         f.debug_struct("AccessLog")
             .field("request_id", &self.request_id)
             .field("route", &self.route)
+            .field("caller", &self.caller)
             .field("method", &self.method)
             .field("path", &self.target.as_ref().map(PathAndQuery::path))
             .field("status", &self.status)
@@ -97,6 +100,7 @@ impl AccessLog {
         Self {
             request_id,
             route: None,
+            caller: None,
             method,
             target,
             status: StatusCode::OK,
@@ -113,7 +117,13 @@ impl OnEnd for AccessLog {
         let seconds = self.start.elapsed().as_secs_f64();
         let duration_ms = seconds * 1000.0;
         if let Some(m) = &self.metrics {
-            m.request(self.route.as_ref(), &self.method, self.status, seconds);
+            m.request(
+                self.route.as_ref(),
+                self.caller.as_ref(),
+                &self.method,
+                self.status,
+                seconds,
+            );
         }
         let path = self.target.as_ref().map_or("/", PathAndQuery::path);
         if super::line::enabled() {
@@ -121,6 +131,7 @@ impl OnEnd for AccessLog {
                 let fields = super::line::Fields {
                     request_id: self.request_id.as_str(),
                     route: self.route.as_deref().unwrap_or("-"),
+                    caller: self.caller.as_deref().unwrap_or("-"),
                     method: self.method.as_str(),
                     path,
                     status: self.status.as_u16(),
@@ -138,6 +149,7 @@ impl OnEnd for AccessLog {
             target: ACCESS,
             request_id = self.request_id.as_str(),
             route = self.route.as_deref().unwrap_or("-"),
+            caller = self.caller.as_deref().unwrap_or("-"),
             method = self.method.as_str(),
             path,
             status = self.status.as_u16(),
@@ -200,6 +212,7 @@ mod tests {
                 Some(PathAndQuery::from_static("/services/v2/order?secret=1")),
             );
             log.route = Some(Arc::from("cc \"quoted\"\n"));
+            log.caller = Some(Arc::from("billing"));
             log.status = StatusCode::CREATED;
             log.upstream_ms = Some(1.5004);
             Box::new(log).body_ended(209, true);
@@ -212,6 +225,7 @@ mod tests {
         assert_eq!(a["message"], "request");
         assert_eq!(a["request_id"], "req-1");
         assert_eq!(a["route"], "cc \"quoted\"\n");
+        assert_eq!(a["caller"], "billing");
         assert_eq!(a["method"], "POST");
         assert_eq!(a["path"], "/services/v2/order", "never the query");
         assert_eq!(a["status"], 201);
@@ -274,6 +288,7 @@ mod tests {
             &super::super::line::Fields {
                 request_id: "r",
                 route: "-",
+                caller: "-",
                 method: "GET",
                 path: "/",
                 status: 200,

@@ -23,6 +23,7 @@ pub(super) fn enabled() -> bool {
 pub(super) struct Fields<'a> {
     pub request_id: &'a str,
     pub route: &'a str,
+    pub caller: &'a str,
     pub method: &'a str,
     pub path: &'a str,
     pub status: u16,
@@ -41,6 +42,8 @@ pub(super) fn write(out: &mut Vec<u8>, f: &Fields<'_>) {
     escaped(out, f.request_id);
     out.extend_from_slice(b"\",\"route\":\"");
     escaped(out, f.route);
+    out.extend_from_slice(b"\",\"caller\":\"");
+    escaped(out, f.caller);
     out.extend_from_slice(b"\",\"method\":\"");
     escaped(out, f.method);
     out.extend_from_slice(b"\",\"path\":\"");
@@ -165,6 +168,7 @@ mod tests {
             &Fields {
                 request_id: "req-1",
                 route: "cc \"quoted\"\n\u{1}",
+                caller: "billing",
                 method: "POST",
                 path: "/services/v2/order",
                 status: 201,
@@ -178,6 +182,7 @@ mod tests {
         assert_eq!(out.last(), Some(&b'\n'));
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["route"], "cc \"quoted\"\n\u{1}");
+        assert_eq!(v["caller"], "billing");
         assert_eq!(v["status"], 201);
         assert_eq!(v["duration_ms"], 12.0);
         assert_eq!(v["upstream_ms"], -1.0);
@@ -187,7 +192,7 @@ mod tests {
         assert_eq!(v["level"], "INFO");
         assert_eq!(v["message"], "request");
         let keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
-        assert_eq!(keys.len(), 14, "{keys:?}");
+        assert_eq!(keys.len(), 15, "{keys:?}");
     }
 
     #[test]
