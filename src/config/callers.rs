@@ -266,3 +266,170 @@ pub(super) fn check_routes(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::from_toml_str;
+
+    const BASE: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+admin = "off"
+[[routes]]
+name = "cc"
+upstream = "https://www.digicert.com"
+[routes.api_key]
+header = "X-DC-DEVKEY"
+file = "/run/secrets/devkey"
+"#;
+
+    const BILLING: &str =
+        "[[callers]]\nname = \"billing\"\ntoken_file = \"/run/secrets/billing\"\n";
+
+    fn err(toml: &str) -> String {
+        from_toml_str(toml).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn callers_are_required_once_configured_unless_told_otherwise() {
+        let c = from_toml_str(BASE).unwrap();
+        assert!(!c.callers.configured() && !c.callers.required);
+        let c = from_toml_str(&format!("{BASE}{BILLING}")).unwrap();
+        assert!(c.callers.required, "auto");
+        assert_eq!(c.callers.token_files().len(), 1);
+        let off = BASE.replace("admin = \"off\"", "admin = \"off\"\nrequire_caller = false");
+        assert!(
+            !from_toml_str(&format!("{off}{BILLING}"))
+                .unwrap()
+                .callers
+                .required
+        );
+        let on = BASE.replace("admin = \"off\"", "admin = \"off\"\nrequire_caller = true");
+        assert!(
+            err(&on).starts_with("server.require_caller:"),
+            "{}",
+            err(&on)
+        );
+        let bad = BASE.replace(
+            "admin = \"off\"",
+            "admin = \"off\"\nrequire_caller = \"maybe\"",
+        );
+        assert!(err(&bad).contains("require_caller"), "{}", err(&bad));
+    }
+
+    #[test]
+    fn bad_callers_are_errors_naming_the_key() {
+        let cases = [
+            (format!("{BASE}{BILLING}{BILLING}"), "callers[1].name"),
+            (
+                format!(
+                    "{BASE}{BILLING}[[callers]]\nname = \"reports\"\ntoken_file = \"/run/secrets/billing\"\n"
+                ),
+                "callers[1] (reports).token_file",
+            ),
+            (
+                format!(
+                    "{BASE}[[callers]]\nname = \"a\"\ntoken_sha256 = \"{0}\"\n[[callers]]\nname = \"b\"\ntoken_sha256 = \"{0}\"\n",
+                    "ab".repeat(32)
+                ),
+                "callers[1] (b).token_sha256",
+            ),
+            (
+                format!("{BASE}[[callers]]\nname = \"a\"\ntoken_sha256 = \"xyz\"\n"),
+                "callers[0] (a).token_sha256",
+            ),
+            (
+                format!("{BASE}[[callers]]\nname = \"Billing\"\ntoken_env = \"T\"\n"),
+                "callers[0].name",
+            ),
+            (
+                format!("{BASE}[[callers]]\nname = \"anonymous\"\ntoken_env = \"T\"\n"),
+                "callers[0].name",
+            ),
+            (
+                format!("{BASE}[[callers]]\nname = \"a\"\n"),
+                "callers[0] (a).token_file",
+            ),
+            (
+                format!(
+                    "{BASE}[[callers]]\nname = \"a\"\ntoken_env = \"T\"\ntoken_file = \"/x\"\n"
+                ),
+                "callers[0] (a).token_file",
+            ),
+            (
+                format!("{BASE}[[callers]]\nname = \"a\"\ntoken_env = \"T\"\nunix_uids = [1001]\n"),
+                "callers[0] (a).unix_uids",
+            ),
+            (
+                format!("{BASE}[routes.policy]\ncallers = [\"nobody\"]\n{BILLING}"),
+                "routes[0] (cc).policy.callers",
+            ),
+            (
+                format!(
+                    "{BASE}[routes.policy]\nallow = [\"GET /**\"]\n[routes.policy.caller_allow]\nnobody = [\"POST /x\"]\n{BILLING}"
+                ),
+                "routes[0] (cc).policy.caller_allow.nobody",
+            ),
+            (
+                format!("{BASE}[routes.policy.caller_allow]\nbilling = [\"POST /x\"]\n{BILLING}"),
+                "routes[0] (cc).policy.caller_allow.billing",
+            ),
+            (
+                format!(
+                    "{BASE}[routes.rate_limit]\nwindows = [{{ requests = 10, per = \"1s\" }}]\ncaller_share = 1.5\n{BILLING}"
+                ),
+                "routes[0] (cc).rate_limit.caller_share",
+            ),
+            (
+                format!(
+                    "{BASE}[routes.rate_limit]\nwindows = [{{ requests = 10, per = \"1s\" }}]\ncaller_share = 0.0\n{BILLING}"
+                ),
+                "routes[0] (cc).rate_limit.caller_share",
+            ),
+            (
+                format!("{BASE}[routes.rate_limit]\ncaller_share = 0.5\n{BILLING}"),
+                "routes[0] (cc).rate_limit.caller_share",
+            ),
+            (
+                format!(
+                    "{BASE}[routes.rate_limit]\nwindows = [{{ requests = 10, per = \"1s\" }}]\ncaller_share = 0.5\n"
+                ),
+                "routes[0] (cc).rate_limit.caller_share",
+            ),
+        ];
+        for (toml, key) in cases {
+            let e = err(&toml);
+            assert!(e.starts_with(&format!("{key}:")), "want {key}, got: {e}");
+        }
+    }
+
+    #[test]
+    fn an_inline_token_is_refused_without_being_shown() {
+        let e = err(&format!(
+            "{BASE}[[callers]]\nname = \"a\"\ntoken = \"CANARYinline\"\n"
+        ));
+        assert!(e.contains("callers[0] (a).token"), "{e}");
+        assert!(!e.contains("CANARY"), "{e}");
+    }
+
+    #[test]
+    fn unix_callers_on_a_unix_listener_and_shares_with_callers_are_fine() {
+        let unix = BASE.replace("127.0.0.1:0", "unix:/run/digicert-sidecar/sock");
+        let c = from_toml_str(&format!(
+            "{unix}[routes.policy]\nallow = [\"GET /**\"]\ncallers = [\"local\"]\n[routes.policy.caller_allow]\nlocal = [\"POST /x\"]\n[routes.rate_limit]\nwindows = [{{ requests = 10, per = \"1s\" }}]\ncaller_share = 0.5\n[[callers]]\nname = \"local\"\nunix_uids = [1001]\nunix_gids = [50]\n"
+        ))
+        .unwrap();
+        assert_eq!(c.callers.list[0].unix_uids, [1001]);
+        assert_eq!(c.routes[0].rate_limit.caller_share, Some(0.5));
+        assert_eq!(c.routes[0].policy.caller_allow[0].0, "local");
+        let shown = format!(
+            "{:?}",
+            from_toml_str(&format!(
+                "{BASE}[[callers]]\nname = \"a\"\ntoken_sha256 = \"{}\"\n",
+                "ab".repeat(32)
+            ))
+            .unwrap()
+        );
+        assert!(!shown.contains("abab"), "no digest in Debug: {shown}");
+    }
+}
