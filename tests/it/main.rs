@@ -3,6 +3,7 @@
 
 mod admin;
 mod answers;
+mod callers;
 mod cli;
 mod credentials;
 mod egress;
