@@ -547,3 +547,23 @@ async fn through_the_binary_curl_as_a_proxy_client_and_the_token_appears_nowhere
     }
     assert!(!seen.contains(REPORTS), "a token leaked:\n{seen}");
 }
+
+#[test]
+fn the_readme_example_is_a_valid_configuration() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme
+        .split("## Several applications, one sidecar")
+        .nth(1)
+        .expect("the README has the section");
+    let toml = section
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|t| t.split("```").next())
+        .expect("a TOML example");
+    let config =
+        digicert_sidecar::config::from_toml_str(toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    assert_eq!(config.callers.list.len(), 2);
+    assert!(config.callers.required);
+    assert_eq!(config.routes[0].rate_limit.caller_share, Some(0.5));
+}
