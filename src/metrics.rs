@@ -241,7 +241,7 @@ impl Metrics {
     /// at 0), and a request without one is `anonymous`.
     pub fn label_callers(&mut self, names: &[Arc<str>]) {
         let anonymous: Arc<str> = Arc::from(crate::config::ANONYMOUS);
-        self.caller_names = names.iter().cloned().collect();
+        self.caller_names = names.to_vec();
         self.caller_names.push(anonymous.clone());
         self.caller_label = Some(anonymous);
         for why in crate::caller::AuthFailure::ALL {

@@ -214,13 +214,13 @@ pub(super) fn check_routes(
     let known = |n: &str| callers.list.iter().any(|c| c.name == n);
     for (i, r) in routes.iter().enumerate() {
         let key = |k: &str| format!("routes[{i}] ({}).{k}", r.name);
-        if let Some(names) = &r.policy.callers {
-            if let Some(n) = names.iter().find(|n| !known(n)) {
-                return Err(ConfigError::invalid(
-                    key("policy.callers"),
-                    format!("`{n}` is not a configured caller; define it in [[callers]]"),
-                ));
-            }
+        if let Some(names) = &r.policy.callers
+            && let Some(n) = names.iter().find(|n| !known(n))
+        {
+            return Err(ConfigError::invalid(
+                key("policy.callers"),
+                format!("`{n}` is not a configured caller; define it in [[callers]]"),
+            ));
         }
         for (n, _) in &r.policy.caller_allow {
             if !known(n) {
