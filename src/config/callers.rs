@@ -270,18 +270,7 @@ pub(super) fn check_routes(
 #[cfg(test)]
 mod tests {
     use super::super::from_toml_str;
-
-    const BASE: &str = r#"
-[server]
-listen = "127.0.0.1:0"
-admin = "off"
-[[routes]]
-name = "cc"
-upstream = "https://www.digicert.com"
-[routes.api_key]
-header = "X-DC-DEVKEY"
-file = "/run/secrets/devkey"
-"#;
+    use super::super::validated::tests::BASE;
 
     const BILLING: &str =
         "[[callers]]\nname = \"billing\"\ntoken_file = \"/run/secrets/billing\"\n";
