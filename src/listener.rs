@@ -165,7 +165,9 @@ impl Shared {
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        // Wrong caller tokens are counted per connection (the tenth closes it).
+        // Wrong caller tokens are counted per connection. The answer to the tenth closes an
+        // HTTP/1.1 connection (`Connection: close`); on h2, which has no such header, every
+        // later request on the connection is refused without a look at its token.
         let strikes = Arc::new(crate::caller::Strikes::default());
         let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
             req.extensions_mut()

@@ -386,6 +386,58 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_caller_label_is_there_only_where_callers_are_configured() {
+        let m = Metrics::new();
+        m.register_route("cc");
+        m.request(
+            Some(&Arc::from("cc")),
+            Some(&Arc::from("x")),
+            &Method::GET,
+            StatusCode::OK,
+            0.0,
+        );
+        m.rate_limited("cc", None);
+        let text = m.render();
+        assert!(!text.contains("caller="), "{text}");
+        assert!(
+            text.contains("digicert_sidecar_rate_limited_total{route=\"cc\"} 1"),
+            "{text}"
+        );
+
+        let mut m = Metrics::new();
+        m.label_callers(&[Arc::from("billing")]);
+        m.register_route("cc");
+        m.request(
+            Some(&Arc::from("cc")),
+            Some(&Arc::from("billing")),
+            &Method::GET,
+            StatusCode::OK,
+            0.0,
+        );
+        m.request(
+            Some(&Arc::from("cc")),
+            None,
+            &Method::GET,
+            StatusCode::UNAUTHORIZED,
+            0.0,
+        );
+        m.rate_limited("cc", Some(&Arc::from("billing")));
+        m.caller_rejected("wrong_token");
+        let text = m.render();
+        for sample in [
+            "digicert_sidecar_requests_total{route=\"cc\",caller=\"billing\",method=\"GET\",status=\"200\"} 1",
+            "digicert_sidecar_requests_total{route=\"cc\",caller=\"anonymous\",method=\"GET\",status=\"401\"} 1",
+            "digicert_sidecar_rate_limited_total{route=\"cc\",caller=\"billing\"} 1",
+            "digicert_sidecar_rate_limited_total{route=\"cc\",caller=\"anonymous\"} 0",
+            "digicert_sidecar_caller_rejected_total{reason=\"wrong_token\"} 1",
+            "digicert_sidecar_caller_rejected_total{reason=\"too_many_wrong\"} 0",
+        ] {
+            assert!(text.contains(sample), "{sample} missing:\n{text}");
+        }
+        assert!(!text.contains("rate_limited_total{route=\"cc\"}"), "{text}");
+    }
+
+    #[test]
     fn names_are_those_of_the_spec() {
         let m = Metrics::new();
         m.register_route("cc");
