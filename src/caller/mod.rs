@@ -20,6 +20,9 @@ use token::{Digest, Presented, digest_of};
 /// Wrong tokens one connection may present; the answer to the last of them closes it.
 pub const MAX_WRONG_PER_CONNECTION: u32 = 10;
 
+/// Tokens shorter than this are accepted, with a warning.
+const MIN_TOKEN_LEN: usize = 16;
+
 /// Who a request is, once the caller layer has looked.
 #[derive(Debug, Clone)]
 pub struct CallerId {
@@ -262,7 +265,13 @@ fn read_all(callers: &Callers) -> Result<Digests, CallerError> {
     for c in &callers.list {
         let read = |source: SecretSource| {
             read_secret(&source)
-                .map(|t| digest_of(t.expose_secret().as_bytes()))
+                .map(|t| {
+                    let t = t.expose_secret().as_bytes();
+                    if t.len() < MIN_TOKEN_LEN {
+                        tracing::warn!(caller = %c.name, "a caller token shorter than {MIN_TOKEN_LEN} characters can be guessed (ten tries a connection, but connections are many); use e.g. `openssl rand -hex 32`");
+                    }
+                    digest_of(t)
+                })
                 .map_err(|source| CallerError::Token {
                     caller: c.name.clone(),
                     source,

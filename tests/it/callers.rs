@@ -245,6 +245,39 @@ async fn the_tenth_wrong_token_on_a_connection_closes_it() {
 }
 
 #[tokio::test]
+async fn on_h2_the_tenth_wrong_token_ends_the_guessing_on_that_connection() {
+    let w = World::new().await;
+    let s = Running::start(&two_callers_toml(&w)).await;
+    let h2 = h2c_client();
+    let me = s.url("/services/v2/user/me");
+    for i in 1..=10 {
+        let wrong = bearer(&format!("guess-{i}"));
+        let got = send(&h2, "GET", &me, &[("authorization", &wrong)], Bytes::new()).await;
+        assert_eq!(got.status, 401);
+    }
+    // The same connection: even the right token is refused now, unchecked.
+    let got = send(
+        &h2,
+        "GET",
+        &me,
+        &[("authorization", &bearer(REPORTS))],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(got.status, 401);
+    assert!(
+        got.json()["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("too many")
+    );
+    // Another connection is served.
+    let got = get(&me, &[("authorization", &bearer(REPORTS))]).await;
+    assert_eq!(got.status, 200);
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn one_caller_flooding_leaves_the_other_its_share() {
     let w = World::new().await;
     // 4 per 10 s for the route; half of that at most for each caller.
@@ -374,9 +407,22 @@ async fn without_require_caller_no_token_is_anonymous_but_a_wrong_one_is_refused
         "admin = \"127.0.0.1:0\"",
         "admin = \"127.0.0.1:0\"\nrequire_caller = false",
     );
+    // A route that names its callers still wants one.
+    let toml = format!(
+        "{toml}{}[routes.policy]\ncallers = [\"billing\"]\n",
+        w.one_route("one", "/one").replace(
+            "path_prefix = \"/one\"",
+            "path_prefix = \"/one\"\nstrip_prefix = true"
+        )
+    );
     let s = Running::start(&toml).await;
     let me = s.url("/services/v2/user/me");
     assert_eq!(get(&me, &[]).await.status, 200);
+    let got = get(&s.url("/one/account/api/v1/user"), &[]).await;
+    assert_eq!(
+        (got.status, got.sidecar_error()),
+        (401, Some("caller_unauthenticated"))
+    );
     assert_eq!(
         get(&me, &[("authorization", &bearer("wrong"))])
             .await
