@@ -7,7 +7,6 @@ use std::time::Duration;
 use http::{HeaderValue, Method, Response, StatusCode, header};
 
 use crate::body::{BodyError, ProxyBody, full};
-use crate::caller::AuthFailure;
 
 /// Name of the header that marks an answer made by the sidecar, not by DigiCert.
 pub const ERROR_HEADER: &str = "x-digicert-sidecar-error";
@@ -241,6 +240,72 @@ impl ProxyError {
                 ProxyError::BadRequest("the request body is malformed or was cut off".into())
             }
         }
+    }
+}
+
+/// Why a request's caller could not be accepted. Each is a `reason` of
+/// `digicert_sidecar_caller_rejected_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// No token where one is required.
+    Missing,
+    /// A token that is no caller's.
+    Wrong,
+    /// Credentials that are neither Bearer nor Basic `name:token`.
+    Malformed,
+    /// Basic credentials whose name is not the token's caller.
+    NameMismatch,
+    /// The connection presented too many wrong tokens; it is closed.
+    TooMany,
+}
+
+impl AuthFailure {
+    pub const ALL: [AuthFailure; 5] = [
+        AuthFailure::Missing,
+        AuthFailure::Wrong,
+        AuthFailure::Malformed,
+        AuthFailure::NameMismatch,
+        AuthFailure::TooMany,
+    ];
+
+    /// The metric's `reason`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthFailure::Missing => "missing",
+            AuthFailure::Wrong => "wrong_token",
+            AuthFailure::Malformed => "malformed",
+            AuthFailure::NameMismatch => "name_mismatch",
+            AuthFailure::TooMany => "too_many_wrong",
+        }
+    }
+
+    /// One sentence for the answer's message. Never the token or the name presented.
+    pub fn message(self) -> &'static str {
+        match self {
+            AuthFailure::Missing => {
+                "this sidecar serves named callers: present your caller token as \
+                 Proxy-Authorization (Bearer <token>, or Basic with your caller name and token) \
+                 or, to a sidecar URL, Authorization: Bearer <token>"
+            }
+            AuthFailure::Wrong => "the caller token presented is not valid",
+            AuthFailure::Malformed => {
+                "the caller credentials are neither `Bearer <token>` nor Basic `name:token`"
+            }
+            AuthFailure::NameMismatch => {
+                "the caller name in the Basic credentials is not the name of the token's caller"
+            }
+            AuthFailure::TooMany => {
+                "too many wrong caller tokens on this connection; it is being closed"
+            }
+        }
+    }
+
+    /// Whether this failure counts against the connection.
+    pub(crate) fn is_guess(self) -> bool {
+        matches!(
+            self,
+            AuthFailure::Wrong | AuthFailure::NameMismatch | AuthFailure::Malformed
+        )
     }
 }
 

@@ -244,7 +244,7 @@ impl Metrics {
         self.caller_names = names.to_vec();
         self.caller_names.push(anonymous.clone());
         self.caller_label = Some(anonymous);
-        for why in crate::caller::AuthFailure::ALL {
+        for why in crate::error::AuthFailure::ALL {
             let _ = self.caller_rejected.get_or_create(&CallerReasonLabel {
                 reason: why.as_str(),
             });
@@ -320,7 +320,7 @@ impl Metrics {
             .inc();
     }
 
-    /// A caller refused for `reason` (an [`crate::caller::AuthFailure`]); never token text.
+    /// A caller refused for `reason` (an [`crate::error::AuthFailure`]); never token text.
     pub fn caller_rejected(&self, reason: &'static str) {
         self.caller_rejected
             .get_or_create(&CallerReasonLabel { reason })

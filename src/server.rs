@@ -257,7 +257,10 @@ impl Sidecar {
         background.spawn(watch::run(
             self.file_watch,
             stores.clone(),
-            self.callers.clone(),
+            {
+                let callers = self.callers.clone();
+                move |cause| callers.reload_and_report(cause)
+            },
             self.metrics.clone(),
             stop_background.clone(),
         ));

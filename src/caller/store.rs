@@ -72,6 +72,17 @@ impl CallerStore {
         Ok(changed)
     }
 
+    /// [`Self::reload`], reported in a log line. A failure keeps the last good tokens.
+    pub fn reload_and_report(&self, cause: &str) {
+        match self.reload() {
+            Ok(true) => tracing::info!(cause, "caller tokens reloaded; new requests use them"),
+            Ok(false) => tracing::debug!(cause, "caller tokens unchanged"),
+            Err(e) => {
+                tracing::error!(cause, error = %e, "caller token reload failed; keeping the last good tokens");
+            }
+        }
+    }
+
     pub fn configured(&self) -> bool {
         self.callers.configured()
     }

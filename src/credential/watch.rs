@@ -16,7 +16,6 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::store::{CredentialStore, Reloaded};
-use crate::caller::CallerStore;
 use crate::config::{EgressPath, ProxyAuth, Route, SecretSource};
 use crate::metrics::Metrics;
 
@@ -191,24 +190,12 @@ impl FileWatch {
     }
 }
 
-/// Reload the callers' tokens now, and report in a log line. A failure keeps the last good
-/// tokens.
-pub fn reload_callers(callers: &CallerStore, cause: &str) {
-    match callers.reload() {
-        Ok(true) => tracing::info!(cause, "caller tokens reloaded; new requests use them"),
-        Ok(false) => tracing::debug!(cause, "caller tokens unchanged"),
-        Err(e) => {
-            tracing::error!(cause, error = %e, "caller token reload failed; keeping the last good tokens")
-        }
-    }
-}
-
 /// Reload on file changes and on SIGHUP until `stop`. `routes` are in the order given to
-/// [`FileWatch::start`].
+/// [`FileWatch::start`]; `reload_callers` reloads the callers' tokens (`crate::caller`).
 pub async fn run(
     mut watch: FileWatch,
     routes: Vec<Arc<CredentialStore>>,
-    callers: Arc<CallerStore>,
+    reload_callers: impl Fn(&'static str),
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) {
@@ -230,7 +217,7 @@ pub async fn run(
                 for r in &routes {
                     reload_route_off_thread(r, &metrics, "SIGHUP").await;
                 }
-                reload_callers(&callers, "SIGHUP");
+                reload_callers("SIGHUP");
                 crate::systemd::ready();
             }
             Some(paths) = watch.events.recv() => {
@@ -244,7 +231,7 @@ pub async fn run(
                         Owner::Route(i) => {
                             reload_route_off_thread(&routes[i], &metrics, "file changed").await;
                         }
-                        Owner::Callers => reload_callers(&callers, "file changed"),
+                        Owner::Callers => reload_callers("file changed"),
                     }
                 }
             }
