@@ -613,3 +613,107 @@ fn the_readme_example_is_a_valid_configuration() {
     assert!(config.callers.required);
     assert_eq!(config.routes[0].rate_limit.caller_share, Some(0.5));
 }
+
+/// The real binary with the README's two callers on its TCP listener and a Unix-socket
+/// caller on a route of its own: each allowed only its own calls, the Unix caller known by
+/// its uid, and a token revoked by replacing its file.
+#[tokio::test]
+async fn through_the_binary_each_caller_gets_its_own_calls_and_a_replaced_token_is_revoked() {
+    let w = World::new().await;
+    let port = free_port();
+    let admin = free_port();
+    let uid = w.dir.path().metadata().unwrap().uid();
+    let sock = w.path("local.sock");
+    let local_route = w.certcentral_route("local", "/").replace(
+        "path_prefix = \"/\"",
+        &format!("path_prefix = \"/\"\nlisten = \"unix:{}\"", sock.display()),
+    );
+    let toml = two_callers_toml(&w)
+        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""))
+        .replace("admin = \"127.0.0.1:0\"", &format!("admin = \"127.0.0.1:{admin}\""))
+        .replacen(
+            "[[callers]]",
+            &format!("{local_route}[routes.policy]\ncallers = [\"local\"]\n[[callers]]\nname = \"local\"\nunix_uids = [{uid}]\n[[callers]]"),
+            1,
+        );
+    let config = w.config_file(&toml);
+    let _p = Process::spawn(&config, w.path("two.log"), &[]);
+    let _ = digicert_sidecar::config::load_file(&config).expect("the config is valid");
+    wait_listening(format!("127.0.0.1:{port}").parse().unwrap()).await;
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let h1 = h1_client();
+    let order = url("/services/v2/order/certificate/ssl_basic");
+    let post = |token: &'static str| {
+        let (h1, order) = (h1.clone(), order.clone());
+        async move {
+            send(
+                &h1,
+                "POST",
+                &order,
+                &[("authorization", &bearer(token))],
+                Bytes::from("{}"),
+            )
+            .await
+        }
+    };
+    assert_eq!(
+        get(
+            &url("/services/v2/user/me"),
+            &[("authorization", &bearer(REPORTS))]
+        )
+        .await
+        .status,
+        200
+    );
+    assert_eq!(post(REPORTS).await.sidecar_error(), Some("policy_denied"));
+    assert_eq!(post(BILLING).await.status, 201);
+    let one = url("/one/account/api/v1/user");
+    assert_eq!(
+        get(&one, &[("authorization", &bearer(REPORTS))])
+            .await
+            .sidecar_error(),
+        Some("caller_denied")
+    );
+    assert_eq!(
+        get(&one, &[("authorization", &bearer(BILLING))])
+            .await
+            .status,
+        200
+    );
+    // The Unix socket: this test's uid is `local`, no token needed; the TCP callers may not
+    // use its route.
+    assert_eq!(get_unix(&sock, "/services/v2/user/me").await.status, 200);
+
+    replace_file(&w.path("billing-token"), b"billing-token-rotated-7d1c\n");
+    let revoked = eventually(Duration::from_secs(5), || async {
+        post(BILLING).await.status == 401
+    })
+    .await;
+    assert!(revoked, "the replaced token still works");
+    assert_eq!(
+        send(
+            &h1,
+            "POST",
+            &order,
+            &[("authorization", &bearer("billing-token-rotated-7d1c"))],
+            Bytes::from("{}")
+        )
+        .await
+        .status,
+        201
+    );
+    let metrics = get(&format!("http://127.0.0.1:{admin}/metrics"), &[])
+        .await
+        .text();
+    for sample in [
+        "digicert_sidecar_requests_total{route=\"local\",caller=\"local\",method=\"GET\",status=\"200\"}",
+        "digicert_sidecar_requests_total{route=\"cc\",caller=\"billing\",method=\"POST\",status=\"201\"}",
+        "digicert_sidecar_requests_total{route=\"cc\",caller=\"anonymous\",method=\"POST\",status=\"401\"}",
+        "digicert_sidecar_requests_total{route=\"one\",caller=\"reports\",method=\"GET\",status=\"403\"}",
+    ] {
+        assert!(
+            metric_value(&metrics, sample) >= 1.0,
+            "{sample}:\n{metrics}"
+        );
+    }
+}
