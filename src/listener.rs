@@ -161,14 +161,15 @@ impl Shared {
         io: IO,
         peer: Peer,
         stack: Stack,
+        strikes: Arc<crate::caller::Strikes>,
     ) -> impl GracefulConnection<Error = Box<dyn std::error::Error + Send + Sync>> + '_
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         // Wrong caller tokens are counted per connection. The answer to the tenth closes an
         // HTTP/1.1 connection (`Connection: close`); on h2, which has no such header, every
-        // later request on the connection is refused without a look at its token.
-        let strikes = Arc::new(crate::caller::Strikes::default());
+        // later request on the connection is refused without a look at its token, and the
+        // accept loop closes the connection (`spawn_conn`).
         let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
             req.extensions_mut()
                 .insert(crate::stack::RequestCtx::of_connection(peer, &strikes));
@@ -178,6 +179,10 @@ impl Shared {
         self.builder.serve_connection(TokioIo::new(io), service)
     }
 }
+
+/// How long a connection that presented too many wrong caller tokens lives on, for its last
+/// answer to go out.
+const TOO_MANY_WRONG_LINGER: Duration = Duration::from_millis(250);
 
 /// Accept until `stop` turns true. Each connection is watched by a graceful-shutdown
 /// watcher that `new_watcher` makes.
@@ -255,8 +260,25 @@ fn spawn_conn<IO>(
     let stack = stack.clone();
     let shared = shared.clone();
     tokio::spawn(async move {
-        let conn = shared.connection(io, peer, stack);
-        if let Err(e) = watcher.watch(conn).await {
+        let strikes = Arc::new(crate::caller::Strikes::default());
+        let conn = shared.connection(io, peer, stack, strikes.clone());
+        let watched = watcher.watch(conn);
+        tokio::pin!(watched);
+        let ended = tokio::select! {
+            ended = &mut watched => ended,
+            _ = strikes.exhausted_signal() => {
+                // The answer to the last wrong token gets a moment to go out (an HTTP/1.1
+                // connection closes itself after it); then the connection is dropped.
+                match tokio::time::timeout(TOO_MANY_WRONG_LINGER, &mut watched).await {
+                    Ok(ended) => ended,
+                    Err(_) => {
+                        tracing::info!(?peer, "closed a connection after too many wrong caller tokens");
+                        Ok(())
+                    }
+                }
+            }
+        };
+        if let Err(e) = ended {
             tracing::debug!(error = %e, "connection ended with an error");
         }
         drop(permit);

@@ -197,7 +197,8 @@ impl Sidecar {
         };
         let peer = crate::stack::Peer::Tcp(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
         let shared = Shared::new(&self.config.server);
-        let _ = shared.connection(io, peer, stack.clone()).await;
+        let strikes = std::sync::Arc::new(crate::caller::Strikes::default());
+        let _ = shared.connection(io, peer, stack.clone(), strikes).await;
     }
 
     /// The bound TCP address serving route `name`.

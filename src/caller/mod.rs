@@ -28,17 +28,31 @@ pub struct CallerId {
     pub index: Option<usize>,
 }
 
-/// The wrong tokens one connection has presented. Made by the listener per connection.
+/// The wrong tokens one connection has presented. Made by the listener per connection,
+/// which closes the connection once they are too many ([`Strikes::exhausted_signal`]).
 #[derive(Debug, Default)]
-pub struct Strikes(AtomicU32);
+pub struct Strikes {
+    count: AtomicU32,
+    out: tokio::sync::Notify,
+}
 
 impl Strikes {
     fn exhausted(&self) -> bool {
-        self.0.load(Ordering::Relaxed) >= MAX_WRONG_PER_CONNECTION
+        self.count.load(Ordering::Relaxed) >= MAX_WRONG_PER_CONNECTION
     }
 
     /// Count one wrong token; true when that was one too many.
     fn strike(&self) -> bool {
-        self.0.fetch_add(1, Ordering::Relaxed) + 1 >= MAX_WRONG_PER_CONNECTION
+        let out = self.count.fetch_add(1, Ordering::Relaxed) + 1 >= MAX_WRONG_PER_CONNECTION;
+        if out {
+            // Kept as a permit if the listener is not waiting yet.
+            self.out.notify_one();
+        }
+        out
+    }
+
+    /// Resolves once the connection has presented too many wrong tokens.
+    pub async fn exhausted_signal(&self) {
+        self.out.notified().await;
     }
 }
