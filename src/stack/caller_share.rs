@@ -9,27 +9,20 @@
 //! a fleet store: a share is about the applications of one sidecar, not about the fleet.
 //! Our own layer, for the reason `rate_window.rs` gives.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use http::Request;
-use pin_project_lite::pin_project;
-use tokio::time::Instant;
-use tower::{Layer, Service, ServiceExt};
+use tower::{Layer, Service};
 
-use super::ctx::{ctx, deadline, routed};
-use super::in_flight::{admission_deadline, refused};
+use super::ctx::{ctx, routed};
+use super::rate_window::{Refusal, WindowFuture, admit_then_call};
 use crate::body::Outgoing;
 use crate::config::RateWindow;
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
-use crate::rate_limit::RateLimiter;
-use crate::rate_limit::local::Permit;
+use crate::rate_limit::{RateLimiter, Windows};
 use crate::router::RouteHandle;
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// The windows of each (route, caller) of one listener whose routes set `caller_share`.
 #[derive(Debug, Default)]
@@ -121,7 +114,7 @@ where
 {
     type Response = S::Response;
     type Error = ProxyError;
-    type Future = ShareFuture<S::Future, S::Response>;
+    type Future = WindowFuture<S::Future, S::Response>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
         self.inner.poll_ready(cx)
@@ -129,61 +122,20 @@ where
 
     fn call(&mut self, req: Request<Outgoing>) -> Self::Future {
         let Some((route, limiter)) = self.shares.of(&req) else {
-            return ShareFuture::Sending {
+            return WindowFuture::Sending {
                 future: self.inner.call(req),
                 permit: None,
             };
         };
-        if let Ok(permit) = limiter.try_admit(Instant::now()) {
-            return ShareFuture::Sending {
-                future: self.inner.call(req),
-                permit: Some(permit),
-            };
-        }
-        let (route, limiter) = (route.clone(), limiter.clone());
-        let until = admission_deadline(&route, deadline(&req));
-        let service = self.inner.clone();
-        let metrics = self.metrics.clone();
-        ShareFuture::Waiting {
-            future: Box::pin(async move {
-                let permit = match limiter.admit(until).await {
-                    Ok(permit) => permit,
-                    Err(limited) => {
-                        tracing::debug!(route = route.name(), retry_after = ?limited.retry_after, "caller share: this caller has used its share of the route's windows");
-                        return Err(refused(&route, &req, &metrics, limited.retry_after));
-                    }
-                };
-                let answer = service.oneshot(req).await;
-                drop(permit);
-                answer
-            }),
-        }
-    }
-}
-
-pin_project! {
-    #[project = ShareProj]
-    pub enum ShareFuture<F, R> {
-        Sending { #[pin] future: F, permit: Option<Permit> },
-        Waiting { future: BoxFuture<Result<R, ProxyError>> },
-    }
-}
-
-impl<F, R> Future for ShareFuture<F, R>
-where
-    F: Future<Output = Result<R, ProxyError>>,
-{
-    type Output = Result<R, ProxyError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            ShareProj::Waiting { future } => future.as_mut().poll(cx),
-            ShareProj::Sending { future, permit } => {
-                let answer = ready!(future.poll(cx));
-                permit.take();
-                Poll::Ready(answer)
-            }
-        }
+        let (route, windows) = (route.clone(), Windows::Local(limiter.clone()));
+        admit_then_call(
+            windows,
+            route,
+            req,
+            &mut self.inner,
+            &self.metrics,
+            Refusal::CallerShare,
+        )
     }
 }
 

@@ -21,7 +21,8 @@ use super::in_flight::{admission_deadline, refused};
 use crate::body::Outgoing;
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
-use crate::rate_limit::Permit;
+use crate::rate_limit::{Permit, Windows};
+use crate::router::RouteHandle;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -78,29 +79,71 @@ where
                 permit: None,
             };
         };
-        if let Some(permit) = limiter.try_admit(Instant::now()) {
-            return WindowFuture::Sending {
-                future: self.inner.call(req),
-                permit: Some(permit),
-            };
-        }
-        let until = admission_deadline(&route, deadline(&req));
-        let service = self.inner.clone();
-        let metrics = self.metrics.clone();
-        WindowFuture::Waiting {
-            future: Box::pin(async move {
-                let permit = match limiter.admit(until).await {
-                    Ok(permit) => permit,
-                    Err(limited) => {
-                        tracing::warn!(route = route.name(), retry_after = ?limited.retry_after, "rate limit: refusing rather than exceed DigiCert's windows");
-                        return Err(refused(&route, &req, &metrics, limited.retry_after));
+        admit_then_call(
+            limiter,
+            route,
+            req,
+            &mut self.inner,
+            &self.metrics,
+            Refusal::Route,
+        )
+    }
+}
+
+/// Whose windows refused a request: the route's (DigiCert's), or one caller's share of them.
+#[derive(Debug, Clone, Copy)]
+pub enum Refusal {
+    Route,
+    CallerShare,
+}
+
+/// Let `req` through `windows` now, or after waiting for room up to `max_wait` (within its
+/// deadline), then call `inner`; else the counted 429. The window's slot is held until the
+/// answer (or the failure) arrives.
+pub fn admit_then_call<S>(
+    windows: Windows,
+    route: Arc<RouteHandle>,
+    req: Request<Outgoing>,
+    inner: &mut S,
+    metrics: &Arc<Metrics>,
+    refusal: Refusal,
+) -> WindowFuture<S::Future, S::Response>
+where
+    S: Service<Request<Outgoing>, Error = ProxyError> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Response: Send,
+{
+    if let Some(permit) = windows.try_admit(Instant::now()) {
+        return WindowFuture::Sending {
+            future: inner.call(req),
+            permit: Some(permit),
+        };
+    }
+    let until = admission_deadline(&route, deadline(&req));
+    // The service was made ready for this call; a clone takes its place.
+    let clone = inner.clone();
+    let service = std::mem::replace(inner, clone);
+    let metrics = metrics.clone();
+    WindowFuture::Waiting {
+        future: Box::pin(async move {
+            let permit = match windows.admit(until).await {
+                Ok(permit) => permit,
+                Err(limited) => {
+                    match refusal {
+                        Refusal::Route => {
+                            tracing::warn!(route = route.name(), retry_after = ?limited.retry_after, "rate limit: refusing rather than exceed DigiCert's windows")
+                        }
+                        Refusal::CallerShare => {
+                            tracing::debug!(route = route.name(), retry_after = ?limited.retry_after, "caller share: this caller has used its share of the route's windows")
+                        }
                     }
-                };
-                let answer = service.oneshot(req).await;
-                drop(permit);
-                answer
-            }),
-        }
+                    return Err(refused(&route, &req, &metrics, limited.retry_after));
+                }
+            };
+            let answer = service.oneshot(req).await;
+            drop(permit);
+            answer
+        }),
     }
 }
 
