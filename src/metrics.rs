@@ -13,6 +13,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+/// The `reason` of `digicert_sidecar_caller_rejected_total` for a known caller that a route
+/// does not list (`caller_denied`); the other reasons are those of `AuthFailure`.
+pub const CALLER_DENIED: &str = "denied";
+
 /// Labels of the per-request families. Built for every request, so nothing in it
 /// allocates: the route and caller names are shared, the method is one of a fixed set.
 /// `caller` is there only where callers are configured.
@@ -244,10 +248,11 @@ impl Metrics {
         self.caller_names = names.to_vec();
         self.caller_names.push(anonymous.clone());
         self.caller_label = Some(anonymous);
-        for why in crate::error::AuthFailure::ALL {
-            let _ = self.caller_rejected.get_or_create(&CallerReasonLabel {
-                reason: why.as_str(),
-            });
+        let reasons = crate::error::AuthFailure::ALL.map(|why| why.as_str());
+        for reason in reasons.into_iter().chain([CALLER_DENIED]) {
+            let _ = self
+                .caller_rejected
+                .get_or_create(&CallerReasonLabel { reason });
         }
     }
 

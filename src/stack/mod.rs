@@ -144,7 +144,7 @@ pub fn build(
         .layer(door::DoorLayer::new(Door { allowed_hosts }))
         .layer(route::RouteLayer::new(router))
         .layer(caller::CallerLayer::new(callers, metrics.clone()))
-        .layer(policy::PolicyLayer)
+        .layer(policy::PolicyLayer::new(metrics.clone()))
         .layer(hold_body::HoldBodyLayer {
             limit: server.max_request_body,
             idle_timeout: server.body_idle_timeout,

@@ -1,7 +1,10 @@
 //! Policy as a layer: the route's callers (`policy.callers`), its allow-list (method + path
 //! glob, see [`crate::policy`]) plus the caller's own rules (`policy.caller_allow`) and, on a
-//! Unix socket, the peer's uid/gid. A refused request never reaches the credential.
+//! Unix socket, the peer's uid/gid. A refused request never reaches the credential. Caller
+//! refusals here (no caller on a route that names its callers; a caller it does not list)
+//! are counted in `digicert_sidecar_caller_rejected_total`, like those of the caller layer.
 
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::Request;
@@ -11,22 +14,35 @@ use super::ctx::{Peer, ctx, routed};
 use super::future::Checked;
 use crate::caller::AuthFailure;
 use crate::error::ProxyError;
+use crate::metrics::Metrics;
 use crate::policy;
 
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PolicyLayer;
+#[derive(Debug, Clone)]
+pub struct PolicyLayer {
+    metrics: Arc<Metrics>,
+}
+
+impl PolicyLayer {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self { metrics }
+    }
+}
 
 impl<S> Layer<S> for PolicyLayer {
     type Service = PolicyCheck<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        PolicyCheck { inner }
+        PolicyCheck {
+            inner,
+            metrics: self.metrics.clone(),
+        }
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct PolicyCheck<S> {
     inner: S,
+    metrics: Arc<Metrics>,
 }
 
 impl<S, B> Service<Request<B>> for PolicyCheck<S>
@@ -42,14 +58,14 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        match check(&req) {
+        match check(&req, &self.metrics) {
             Ok(()) => Checked::inner(self.inner.call(req)),
             Err(e) => Checked::refused(e),
         }
     }
 }
 
-fn check<B>(req: &Request<B>) -> Result<(), ProxyError> {
+fn check<B>(req: &Request<B>, metrics: &Metrics) -> Result<(), ProxyError> {
     let routed = routed(req)?;
     let cfg = routed.route.config();
     let caller = ctx(req).and_then(|c| c.caller.as_ref());
@@ -58,6 +74,7 @@ fn check<B>(req: &Request<B>) -> Result<(), ProxyError> {
             Some(c) if c.index.is_some() => {
                 if !names.iter().any(|n| **n == *c.name) {
                     tracing::warn!(route = %cfg.name, caller = %c.name, "caller not listed by the route");
+                    metrics.caller_rejected(crate::metrics::CALLER_DENIED);
                     return Err(ProxyError::CallerDenied {
                         caller: c.name.to_string(),
                         route: cfg.name.clone(),
@@ -66,6 +83,7 @@ fn check<B>(req: &Request<B>) -> Result<(), ProxyError> {
             }
             // The route serves named callers only.
             _ => {
+                metrics.caller_rejected(AuthFailure::Missing.as_str());
                 return Err(ProxyError::CallerUnauthenticated {
                     proxy_form: routed.proxy_form,
                     why: AuthFailure::Missing,

@@ -178,6 +178,7 @@ async fn two_callers_on_one_listener_each_allowed_only_its_own_calls() {
         "digicert_sidecar_caller_rejected_total{reason=\"wrong_token\"}",
         "digicert_sidecar_caller_rejected_total{reason=\"name_mismatch\"}",
         "digicert_sidecar_caller_rejected_total{reason=\"malformed\"}",
+        "digicert_sidecar_caller_rejected_total{reason=\"denied\"}",
     ] {
         assert!(
             metric_value(&metrics, sample) >= 1.0,
