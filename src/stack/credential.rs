@@ -237,11 +237,13 @@ fn attach(req: &mut Request<Outgoing>, live: Arc<Live>) {
     ctx_mut(req).live = Some(live);
 }
 
-/// What it takes to send a request again, without copying its extensions (an allocation
-/// each, on every request) — only its context, which the layers below read.
+/// What it takes to send a request again (a reloaded credential here, a retry in
+/// `retry.rs`), without copying its extensions (an allocation each, on every request) — only
+/// its context, which the layers below read.
 pub struct Backup {
     method: http::Method,
     uri: Uri,
+    version: Version,
     headers: http::HeaderMap,
     body: Outgoing,
     ctx: RequestCtx,
@@ -249,37 +251,26 @@ pub struct Backup {
 
 impl Backup {
     /// A backup of a request whose body is held.
-    fn of(req: &Request<Outgoing>) -> Option<Self> {
+    pub fn of(req: &Request<Outgoing>) -> Option<Self> {
         Some(Self {
             body: req.body().try_clone()?,
             method: req.method().clone(),
             uri: req.uri().clone(),
+            version: req.version(),
             headers: req.headers().clone(),
             ctx: ctx(req).cloned().unwrap_or_default(),
         })
     }
 
-    fn into_request(self) -> Request<Outgoing> {
+    pub fn into_request(self) -> Request<Outgoing> {
         let mut req = Request::new(self.body);
         *req.method_mut() = self.method;
         *req.uri_mut() = self.uri;
-        *req.version_mut() = Version::HTTP_11;
+        *req.version_mut() = self.version;
         *req.headers_mut() = self.headers;
         req.extensions_mut().insert(self.ctx);
         req
     }
-}
-
-/// A copy of a request whose body is held, to send again.
-pub fn clone_request(req: &Request<Outgoing>) -> Option<Request<Outgoing>> {
-    let body = req.body().try_clone()?;
-    let mut copy = Request::new(body);
-    *copy.method_mut() = req.method().clone();
-    *copy.uri_mut() = req.uri().clone();
-    *copy.version_mut() = req.version();
-    *copy.headers_mut() = req.headers().clone();
-    *copy.extensions_mut() = req.extensions().clone();
-    Some(copy)
 }
 
 /// DigiCert's answer as the client gets it: no hop-by-hop headers, no echo of the key.

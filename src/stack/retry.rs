@@ -9,7 +9,7 @@ use http::header::{self, HeaderMap};
 use http::{Method, Request, Response, StatusCode};
 use tokio::time::{Instant, Sleep};
 
-use super::credential::clone_request;
+use super::credential::Backup;
 use super::ctx::{deadline, routed};
 use crate::body::{Outgoing, ProxyBody};
 use crate::error::ProxyError;
@@ -86,7 +86,7 @@ impl tower::retry::Policy<Request<Outgoing>, Response<ProxyBody>, ProxyError> fo
         if attempts <= 1 || !idempotent {
             return None;
         }
-        clone_request(req)
+        Backup::of(req).map(Backup::into_request)
     }
 }
 
