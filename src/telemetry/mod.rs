@@ -1,9 +1,9 @@
 //! Logs: the tracing subscriber (JSON by default, to stderr) and the one access line each
 //! request gets when its response body ends or is dropped ([`access`]). Access lines are
-//! written in batches ([`sink`]), formatted by hand ([`json`]); every other line at once.
+//! formatted by hand in JSON ([`line`]) and written in batches ([`sink`]); every other line
+//! goes through tracing's own formatter, at once.
 
 mod access;
-mod json;
 mod line;
 mod sink;
 
@@ -40,7 +40,7 @@ pub fn init(format: LogFormat, level: &str) -> FlushOnDrop {
     let result = match format {
         LogFormat::Json => builder
             .fmt_fields(JsonFields::new())
-            .event_format(json::JsonLines::new())
+            .event_format(json_format())
             .finish()
             .with(filter)
             .try_init(),
@@ -54,6 +54,15 @@ pub fn init(format: LogFormat, level: &str) -> FlushOnDrop {
         sink::start_flusher();
     }
     FlushOnDrop
+}
+
+/// The JSON format of every line but the access line (which `line.rs` writes itself).
+fn json_format() -> tracing_subscriber::fmt::format::Format<tracing_subscriber::fmt::format::Json> {
+    tracing_subscriber::fmt::format()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false)
 }
 
 /// Writes out the buffered access lines when dropped (at the end of `main`).
