@@ -87,11 +87,13 @@ where
         };
         // Kept to send again with a reloaded credential: only a held body can go twice.
         let again = Backup::of(&req).map(|b| (b, self.inner.clone()));
-        attach(&mut req, route.store.current());
+        let live = route.store.current();
+        attach(&mut req, live.clone());
         CredentialFuture::Sending {
             future: self.inner.call(req),
             again,
             route,
+            live,
             metrics: self.metrics.clone(),
         }
     }
@@ -105,6 +107,8 @@ pin_project! {
             #[pin] future: F,
             again: Option<(Backup, S)>,
             route: Arc<RouteHandle>,
+            // The snapshot whose key was sent: the one to redact from the answer.
+            live: Arc<Live>,
             metrics: Arc<Metrics>,
         },
         Rejected { future: BoxFuture<Result<Response<ProxyBody>, ProxyError>> },
@@ -131,6 +135,7 @@ where
                 future,
                 again,
                 route,
+                live,
                 metrics,
             } => {
                 let mut resp = ready!(future.poll(cx))?;
@@ -138,13 +143,14 @@ where
                     resp.status(),
                     StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
                 ) {
-                    tidy_response(&mut resp, route);
+                    tidy_response(&mut resp, live);
                     return Poll::Ready(Ok(resp));
                 }
                 Box::pin(after_refusal(
                     resp,
                     again.take(),
                     route.clone(),
+                    live.clone(),
                     metrics.clone(),
                 ))
             }
@@ -160,6 +166,7 @@ async fn after_refusal<S>(
     resp: Response<ProxyBody>,
     again: Option<(Backup, S)>,
     route: Arc<RouteHandle>,
+    sent: Arc<Live>,
     metrics: Arc<Metrics>,
 ) -> Result<Response<ProxyBody>, ProxyError>
 where
@@ -168,7 +175,7 @@ where
     let status = resp.status();
     let (mut resp, rejected) = inspect(resp).await;
     if !rejected {
-        tidy_response(&mut resp, &route);
+        tidy_response(&mut resp, &sent);
         return Ok(resp);
     }
     let name = route.name();
@@ -188,7 +195,7 @@ where
     .await
         == Some(Reloaded::Changed);
     let Some((backup, service)) = again.filter(|_| changed) else {
-        tidy_response(&mut resp, &route);
+        tidy_response(&mut resp, &sent);
         return Ok(resp);
     };
     tracing::info!(
@@ -197,9 +204,10 @@ where
     );
     drop(resp);
     let mut req = backup.into_request();
-    attach(&mut req, route.store.current());
+    let live = route.store.current();
+    attach(&mut req, live.clone());
     let mut resp = service.oneshot(req).await?;
-    tidy_response(&mut resp, &route);
+    tidy_response(&mut resp, &live);
     Ok(resp)
 }
 
@@ -274,9 +282,9 @@ impl Backup {
 }
 
 /// DigiCert's answer as the client gets it: no hop-by-hop headers, no echo of the key.
-fn tidy_response(resp: &mut Response<ProxyBody>, route: &RouteHandle) {
+fn tidy_response(resp: &mut Response<ProxyBody>, sent: &Live) {
     headers::strip_hop_by_hop(resp.headers_mut());
-    if let Some(key) = &route.store.current().api_key {
+    if let Some(key) = &sent.api_key {
         for value in resp.headers_mut().values_mut() {
             if key.appears_in(value.as_bytes()) {
                 *value = HeaderValue::from_static("[redacted by digicert-sidecar]");
