@@ -19,6 +19,15 @@ fn proxy_at(url: &str) -> String {
     format!("proxy = \"{url}\"\n")
 }
 
+/// The `[egress]` lines for the proxy at `url` with its password in the file at `auth`.
+fn proxy_with_auth_file(url: &str, auth: &std::path::Path) -> String {
+    format!(
+        "{}proxy_auth_file = \"{}\"\n",
+        proxy_at(url),
+        auth.display()
+    )
+}
+
 #[tokio::test]
 async fn header_and_mtls_routes_go_through_tinyproxy_which_sees_only_connect() {
     let w = World::new().await;
@@ -118,25 +127,14 @@ async fn tinyproxy_auth_is_accepted_from_a_file_and_a_refusal_names_the_status()
         return;
     };
     let good = w.write("proxy-auth", b"corp:CANARYproxypw3f9a\n");
-    let egress = format!(
-        "{}proxy_auth_file = \"{}\"\n",
-        proxy_at(&tp.url()),
-        good.display()
-    );
+    let egress = proxy_with_auth_file(&tp.url(), &good);
     let s = Running::start(&with_egress(&w, &egress, &w.certcentral_route("cc", "/"))).await;
     let got = get(&s.url("/services/v2/user/me"), &[]).await;
     assert_eq!(got.status, 200, "{}", got.text());
     s.stop().await;
 
     let wrong = w.write("proxy-auth-wrong", b"corp:not-the-password\n");
-    for egress in [
-        format!(
-            "{}proxy_auth_file = \"{}\"\n",
-            proxy_at(&tp.url()),
-            wrong.display()
-        ),
-        proxy_at(&tp.url()),
-    ] {
+    for egress in [proxy_with_auth_file(&tp.url(), &wrong), proxy_at(&tp.url())] {
         let s = Running::start(&with_admin(&with_egress(
             &w,
             &egress,
@@ -174,11 +172,7 @@ async fn a_new_proxy_password_in_its_file_is_used_without_a_restart() {
         return;
     };
     let auth = w.write("proxy-auth", b"corp:old-pw\n");
-    let egress = format!(
-        "{}proxy_auth_file = \"{}\"\n",
-        proxy_at(&tp.url()),
-        auth.display()
-    );
+    let egress = proxy_with_auth_file(&tp.url(), &auth);
     let s = Running::start(&with_egress(&w, &egress, &w.certcentral_route("cc", "/"))).await;
     let got = get(&s.url("/services/v2/user/me"), &[]).await;
     assert_eq!(got.sidecar_error(), Some("egress_proxy_denied"));
@@ -391,11 +385,7 @@ async fn an_https_proxy_is_trusted_by_proxy_ca_file_and_never_offered_the_client
 #[tokio::test]
 async fn check_fails_on_an_unreadable_proxy_password_and_a_bad_environment_proxy() {
     let w = World::new().await;
-    let egress = format!(
-        "{}proxy_auth_file = \"{}\"\n",
-        proxy_at("http://127.0.0.1:3128"),
-        w.path("missing-proxy-auth").display()
-    );
+    let egress = proxy_with_auth_file("http://127.0.0.1:3128", &w.path("missing-proxy-auth"));
     let config = w.config_file(&with_egress(&w, &egress, &w.certcentral_route("cc", "/")));
     let out = binary()
         .arg("check")
@@ -520,11 +510,7 @@ async fn https_proxy_from_the_environment_with_its_password_never_shown() {
     let auth = w.write("proxy-auth", format!("corp:{CANARY}\n").as_bytes());
     let toml = with_egress(
         &w,
-        &format!(
-            "{}proxy_auth_file = \"{}\"\n",
-            proxy_at(&tp.url()),
-            auth.display()
-        ),
+        &proxy_with_auth_file(&tp.url(), &auth),
         &w.certcentral_route("cc", "/"),
     );
     let (checked2, p, addr, admin) = binary_with_env(&w, &toml, &[("RUST_LOG", "trace")]).await;
