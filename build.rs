@@ -2,7 +2,7 @@
 //! sidecar runs when it starts and serves (`deploy/link/order.txt`, made by
 //! `deploy/link/train`). The kernel maps a binary's code in large blocks as it is first run;
 //! code run and code never run interleaved would map most of the file. Ordered, the running
-//! sidecar maps less than half of it (docs/performance.md, "Idle memory").
+//! sidecar maps less than half of it (docs/performance.md, "Second session on issue 12").
 //!
 //! The order goes to the linker as `--symbol-ordering-file`, which rust-lld (Rust's default
 //! linker for `x86_64-unknown-linux-gnu` since 1.90) understands. Names the code no longer
