@@ -7,7 +7,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::service::service_fn;
+use std::cell::RefCell;
+use std::task::{Context, Poll, Waker};
+
+use futures_util::future::Either;
+use http::Request;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulConnection, Watcher};
@@ -15,7 +20,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
+use tower::util::Oneshot;
+use tower::{Service, ServiceExt};
 
 use crate::config::{ListenAddr, Server};
 use crate::conn_guard::ConnGuard;
@@ -170,13 +176,48 @@ impl Shared {
         // HTTP/1.1 connection (`Connection: close`); on h2, which has no such header, every
         // later request on the connection is refused without a look at its token, and the
         // accept loop closes the connection (`spawn_conn`).
-        let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-            req.extensions_mut()
-                .insert(crate::stack::RequestCtx::of_connection(peer, &strikes));
-            stack.clone().oneshot(req)
-        });
+        let service = ConnService {
+            stack: RefCell::new(stack),
+            peer,
+            strikes,
+        };
         let io = ConnGuard::new(io, self.first_bytes, self.write_stall);
         self.builder.serve_connection(TokioIo::new(io), service)
+    }
+}
+
+/// The stack as one connection's hyper service. The connection owns its copy of the stack
+/// and calls it in place: no copy of the stack per request (a dozen reference counts up and
+/// down) and no `Oneshot` moving the stack and the request into a new future. Every layer is
+/// ready at once; one that is not (none today) gets a copy of the stack and waits in
+/// `Oneshot` as before.
+struct ConnService {
+    /// hyper calls `&self` from the connection's task only, never twice at once.
+    stack: RefCell<Stack>,
+    peer: Peer,
+    strikes: Arc<crate::caller::Strikes>,
+}
+
+type Call =
+    Either<<Stack as Service<Request<Incoming>>>::Future, Oneshot<Stack, Request<Incoming>>>;
+
+impl hyper::service::Service<Request<Incoming>> for ConnService {
+    type Response = <Stack as Service<Request<Incoming>>>::Response;
+    type Error = <Stack as Service<Request<Incoming>>>::Error;
+    type Future = Call;
+
+    fn call(&self, mut req: Request<Incoming>) -> Call {
+        req.extensions_mut()
+            .insert(crate::stack::RequestCtx::of_connection(
+                self.peer,
+                &self.strikes,
+            ));
+        let mut stack = self.stack.borrow_mut();
+        let mut cx = Context::from_waker(Waker::noop());
+        match stack.poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => Either::Left(stack.call(req)),
+            _ => Either::Right(stack.clone().oneshot(req)),
+        }
     }
 }
 
