@@ -124,8 +124,27 @@ pub(super) fn timestamp(out: &mut Vec<u8>, at: SystemTime) {
     out.push(b'Z');
 }
 
+/// Bytes a JSON string cannot hold as they are: `"`, `\`, controls and DEL.
+const NEEDS_ESCAPE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = true;
+        b += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t[0x7f] = true;
+    t
+};
+
 /// The inside of a JSON string.
 fn escaped(out: &mut Vec<u8>, s: &str) {
+    // Almost every field is plain (ids, names, paths): one table lookup per byte decides.
+    if !s.bytes().any(|b| NEEDS_ESCAPE[usize::from(b)]) {
+        out.extend_from_slice(s.as_bytes());
+        return;
+    }
     let mut plain = 0;
     for (i, b) in s.bytes().enumerate() {
         let escape: &[u8] = match b {
