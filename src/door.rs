@@ -179,26 +179,41 @@ pub fn check_transfer_encoding(headers: &HeaderMap) -> Result<(), ProxyError> {
 /// refused: the policy and DigiCert could read them differently.
 pub fn check_path(path: &str) -> Result<(), ProxyError> {
     let bad = |why: &str| Err(ProxyError::BadRequest(format!("the path {why}")));
-    if !path.starts_with('/') {
+    let b = path.as_bytes();
+    if b.first() != Some(&b'/') {
         return bad("must start with '/'");
     }
-    if path.contains("//") {
+    // One walk over the bytes finds every problem; they are reported in a fixed order.
+    let (mut empty, mut backslash, mut encoded, mut dots) = (false, false, false, false);
+    let mut segment = 0;
+    for (i, &c) in b.iter().enumerate() {
+        match c {
+            b'/' => {
+                empty |= i > 0 && b[i - 1] == b'/';
+                dots |= matches!(&b[segment..i], b"." | b"..");
+                segment = i + 1;
+            }
+            b'\\' => backslash = true,
+            b'%' if i + 2 < b.len() => {
+                encoded |= matches!(
+                    (b[i + 1], b[i + 2].to_ascii_lowercase()),
+                    (b'2', b'e' | b'f') | (b'5', b'c') | (b'0', b'0')
+                );
+            }
+            _ => {}
+        }
+    }
+    dots |= matches!(&b[segment..], b"." | b"..");
+    if empty {
         return bad("contains an empty segment ('//')");
     }
-    if path.contains('\\') {
+    if backslash {
         return bad("contains a backslash");
     }
-    let encoded = |w: &[u8]| {
-        w[0] == b'%'
-            && matches!(
-                (w[1], w[2].to_ascii_lowercase()),
-                (b'2', b'e' | b'f') | (b'5', b'c') | (b'0', b'0')
-            )
-    };
-    if path.as_bytes().windows(3).any(encoded) {
+    if encoded {
         return bad("contains an encoded '.', '/', '\\' or NUL");
     }
-    if path.split('/').any(|seg| seg == "." || seg == "..") {
+    if dots {
         return bad("contains a '.' or '..' segment");
     }
     Ok(())
@@ -228,6 +243,62 @@ mod tests {
         ] {
             assert!(check_path(bad).is_err(), "{bad}");
         }
+    }
+
+    /// The one-walk check answers as the five-walk one it replaced, on every string of up
+    /// to five characters over the bytes that matter.
+    #[test]
+    fn the_one_walk_path_check_agrees_with_the_plain_reading() {
+        fn plain(path: &str) -> Result<(), String> {
+            if !path.starts_with('/') {
+                return Err("start".into());
+            }
+            if path.contains("//") {
+                return Err("empty".into());
+            }
+            if path.contains('\\') {
+                return Err("backslash".into());
+            }
+            let enc = |w: &[u8]| {
+                w[0] == b'%'
+                    && matches!(
+                        (w[1], w[2].to_ascii_lowercase()),
+                        (b'2', b'e' | b'f') | (b'5', b'c') | (b'0', b'0')
+                    )
+            };
+            if path.as_bytes().windows(3).any(enc) {
+                return Err("encoded".into());
+            }
+            if path.split('/').any(|seg| seg == "." || seg == "..") {
+                return Err("dots".into());
+            }
+            Ok(())
+        }
+        let alphabet = b"/.%2eE5c0\\a";
+        let mut stack = vec![String::new()];
+        let mut checked = 0;
+        while let Some(p) = stack.pop() {
+            let ours = check_path(&p).map_err(|e| e.to_string());
+            let want = plain(&p);
+            assert_eq!(ours.is_ok(), want.is_ok(), "{p:?}: {ours:?} vs {want:?}");
+            if let (Err(ours), Err(want)) = (&ours, &want) {
+                let word = match want.as_str() {
+                    "start" => "start",
+                    "empty" => "empty",
+                    "backslash" => "backslash",
+                    "encoded" => "encoded",
+                    _ => "'.'",
+                };
+                assert!(ours.contains(word), "{p:?}: {ours} for {want}");
+            }
+            checked += 1;
+            if p.len() < 5 {
+                for &c in alphabet {
+                    stack.push(format!("{p}{}", c as char));
+                }
+            }
+        }
+        assert!(checked > 100_000);
     }
 
     #[test]
