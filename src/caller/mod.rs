@@ -9,6 +9,9 @@ pub mod token;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::task::Poll;
+
+use futures_util::task::AtomicWaker;
 
 pub use crate::error::AuthFailure;
 pub use store::{CallerError, CallerStore};
@@ -33,7 +36,10 @@ pub struct CallerId {
 #[derive(Debug, Default)]
 pub struct Strikes {
     count: AtomicU32,
-    out: tokio::sync::Notify,
+    /// The connection's task, woken by the strike that was one too many. An atomic waker,
+    /// not a `Notify`: the listener polls the signal on every wake-up of the connection, and
+    /// registering the same waker again costs two atomics, not a lock.
+    out: AtomicWaker,
 }
 
 impl Strikes {
@@ -45,14 +51,24 @@ impl Strikes {
     fn strike(&self) -> bool {
         let out = self.count.fetch_add(1, Ordering::Relaxed) + 1 >= MAX_WRONG_PER_CONNECTION;
         if out {
-            // Kept as a permit if the listener is not waiting yet.
-            self.out.notify_one();
+            self.out.wake();
         }
         out
     }
 
     /// Resolves once the connection has presented too many wrong tokens.
-    pub async fn exhausted_signal(&self) {
-        self.out.notified().await;
+    pub fn exhausted_signal(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.exhausted() {
+                return Poll::Ready(());
+            }
+            self.out.register(cx.waker());
+            // A strike between the check and the registration woke no one: look again.
+            if self.exhausted() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
     }
 }
