@@ -55,7 +55,19 @@ impl ApiKey {
     /// Whether `bytes` contains the key (to redact a response header echoing it).
     pub fn appears_in(&self, bytes: &[u8]) -> bool {
         let key = self.secret.expose_secret().as_bytes();
-        bytes.windows(key.len()).any(|w| w == key)
+        let Some((&first, rest)) = key.split_first() else {
+            return false;
+        };
+        // Only where the first byte matches is the rest compared: every answer's headers
+        // go through here, and most values do not hold the key's first byte often.
+        let last_start = match bytes.len().checked_sub(key.len()) {
+            Some(n) => n,
+            None => return false,
+        };
+        bytes[..=last_start]
+            .iter()
+            .enumerate()
+            .any(|(i, &b)| b == first && bytes[i + 1..i + key.len()] == *rest)
     }
 
     /// SHA-256 of `context`, the header name and the key: names the key (the fleet store's
@@ -123,5 +135,23 @@ mod tests {
         .unwrap();
         assert!(k.appears_in(b"your key K123 is bad"));
         assert!(!k.appears_in(b"K12"));
+        for (value, found) in [
+            (&b"K123"[..], true),
+            (b"xK123", true),
+            (b"K12K123", true),
+            (b"KK12 K123", true),
+            (b"K12 K1234", true),
+            (b"", false),
+            (b"K1 23", false),
+            (b"k123", false),
+            (b"KKKK", false),
+        ] {
+            assert_eq!(
+                k.appears_in(value),
+                found,
+                "{:?}",
+                String::from_utf8_lossy(value)
+            );
+        }
     }
 }
