@@ -113,7 +113,10 @@ impl UpstreamClient {
             };
             let (sender, fresh) = match kept {
                 Some(s) => (s, false),
-                None => (self.connect().await?, true),
+                // Boxed: the connect future (TCP, a proxy's tunnel, the TLS handshake) is
+                // most of this future's size, and this future is moved whole on every
+                // request; a new connection is the rare path.
+                None => (Box::pin(self.connect()).await?, true),
             };
             kept_tries += 1;
             match sender {
