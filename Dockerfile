@@ -7,14 +7,14 @@
 #
 # From a static binary built beside the image (what CI does, with buildah: .ci/image):
 #
-#   RUSTFLAGS="-C target-feature=+crt-static" \
-#     cargo build --release --locked --target x86_64-unknown-linux-gnu
+#   deploy/release-build
 #   mkdir -p dist && cp target/x86_64-unknown-linux-gnu/release/digicert-sidecar dist/
 #   docker build --build-arg BINARY=prebuilt -f Dockerfile -t digicert-sidecar:0.1.0 dist
 #
-# Build stage: the ordinary gnu target linked statically (`+crt-static`, a static-pie
-# binary), so the final stage needs no libc. RUSTFLAGS apply to the target only because
-# --target is given: build scripts and proc-macros stay dynamic, as they must.
+# Build stage: deploy/release-build, the ordinary gnu target linked statically
+# (`+crt-static`, a static-pie binary), so the final stage needs no libc, and optimised with
+# the profile in deploy/pgo (profile-guided optimisation; skipped, with a message, if the
+# image's Rust is not the one the profile was made with).
 # Final stage: `scratch` with the binary, nothing else: no shell, no libraries, no CA
 # bundle (the web PKI roots are built in; SSL_CERT_FILE/SSL_CERT_DIR add corporate ones),
 # no passwd file (the user is numeric). That is also why there is no HEALTHCHECK here:
@@ -36,8 +36,7 @@ COPY . .
 # Debug info and symbols are stripped (panic locations stay); `--version` proves the binary runs.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    RUSTFLAGS="-C target-feature=+crt-static" \
-    cargo build --release --locked --target x86_64-unknown-linux-gnu --bin digicert-sidecar \
+    deploy/release-build \
     && install -D -m 0755 target/x86_64-unknown-linux-gnu/release/digicert-sidecar /out/usr/local/bin/digicert-sidecar \
     && strip --strip-unneeded /out/usr/local/bin/digicert-sidecar \
     && /out/usr/local/bin/digicert-sidecar --version
