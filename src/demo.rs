@@ -12,8 +12,13 @@ use crate::server::{Sidecar, termination_signal};
 const DEMO_P12_PASSWORD: &str = "demo-p12-password";
 
 /// Run the demo until SIGTERM/SIGINT. Errors are for the user: a port in use, a full disk.
-pub async fn run(listen: SocketAddr) -> Result<(), String> {
-    let options = MockOptions::default();
+/// `http1_only`: the mock offers only HTTP/1.1 in ALPN (the sidecar then pools HTTP/1.1
+/// connections to it, as it does to any host without HTTP/2).
+pub async fn run(listen: SocketAddr, http1_only: bool) -> Result<(), String> {
+    let options = MockOptions {
+        http1_only,
+        ..MockOptions::default()
+    };
     let mock = MockDigicert::start(options.clone())
         .await
         .map_err(|e| format!("cannot start the DigiCert mock: {e}"))?;

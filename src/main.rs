@@ -47,6 +47,11 @@ enum Command {
         /// Address of the demo sidecar.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// The mock offers only HTTP/1.1 (ALPN), as a DigiCert host without HTTP/2 would;
+        /// by default it offers HTTP/2 as well, and the sidecar multiplexes over one
+        /// connection.
+        #[arg(long)]
+        mock_http1: bool,
     },
     /// Run a command with a sidecar beside it for as long as it runs (cron jobs, CI jobs,
     /// scripts). The sidecar starts first; CMD runs once it is ready, with
@@ -115,10 +120,10 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-        Command::Demo { listen } => {
+        Command::Demo { listen, mock_http1 } => {
             let _log = telemetry::init(config::LogFormat::Text, "info");
             hardening::lock_down();
-            let result = runtime(1).block_on(demo::run(listen));
+            let result = runtime(1).block_on(demo::run(listen, mock_http1));
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -187,12 +187,24 @@ async fn a_hundred_megabytes_each_way_with_flat_memory() {
 
 #[tokio::test]
 async fn the_demo_curl_lines_work_as_printed() {
+    demo_curl_lines_work(&[], "2").await;
+}
+
+#[tokio::test]
+async fn the_demo_mock_can_offer_http1_only_and_the_lines_still_work() {
+    demo_curl_lines_work(&["--mock-http1"], "1.1").await;
+}
+
+/// Run `demo` with `extra` arguments, run every curl line it prints, and check that its
+/// mock answers with `mock_http` (curl's `%{http_version}`) to a client offering HTTP/2.
+async fn demo_curl_lines_work(extra: &[&str], mock_http: &str) {
     if Command::new("curl").arg("--version").output().is_err() {
         panic!("curl is needed for this test (.ci/run installs it)");
     }
     let port = free_port();
     let mut child = binary()
         .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -218,7 +230,7 @@ async fn the_demo_curl_lines_work_as_printed() {
         .filter(|l| l.trim_start().starts_with("curl "))
         .collect();
     assert!(curls.len() >= 7, "{lines:#?}");
-    for line in curls {
+    for line in &curls {
         let out = Command::new("sh")
             .arg("-c")
             .arg(line.trim())
@@ -240,6 +252,17 @@ async fn the_demo_curl_lines_work_as_printed() {
             assert_eq!(code, None, "{line}: {body}");
         }
     }
+    // The line that calls the mock directly, asked for the protocol it answered with.
+    let direct = curls.iter().find(|l| l.contains("--cacert")).unwrap();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{} --http2 -o /dev/null -w '%{{http_version}}'",
+            direct.trim()
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), mock_http, "{direct}");
     let _ = Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())
