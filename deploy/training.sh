@@ -5,7 +5,7 @@
 #
 # The caller sets REPO and BIN (the binary to train) and defines say and die; this file sets
 # RUN (a fresh directory, removed at exit with everything started here), the configurations
-# $RUN/train-{a,b,c}.toml, and the ports and base URL below.
+# $RUN/train-{a,b,c}.toml, their paths TRAIN_{A,B,C}_PATHS, and the ports and base URL below.
 
 RUN=$(mktemp -d)
 PIDS=()
@@ -18,24 +18,39 @@ training_cleanup() {
 trap training_cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-DEMO_PORT=$(free_port) LISTEN=$(free_port) ADMIN=$(free_port)
+LISTEN=$(free_port) ADMIN=$(free_port)
 BASE=http://127.0.0.1:$LISTEN
 CODES=()
 
-say "the DigiCert mock: $BIN demo (not trained)"
-# An instrumented binary (deploy/pgo/train) writes its profile at exit: the mock's goes
-# aside, not into the sidecar's.
-LLVM_PROFILE_FILE=$RUN/mock-%p.profraw "$BIN" demo --listen "127.0.0.1:$DEMO_PORT" >"$RUN/demo.out" 2>"$RUN/demo.err" &
-PIDS+=($!)
-for _ in $(seq 100); do
-    grep -q 'is running' "$RUN/demo.out" 2>/dev/null && break
-    sleep 0.1
-done
-first=$(head -n 2 "$RUN/demo.out" | tr '\n' ' ')
-mock=$(sed -nE 's/.*a DigiCert mock on (https:[^ ]+) .*/\1/p' <<<"$first")
-mtls=$(sed -nE 's/.* and (https:[^ ]+) \(clientauth.*/\1/p' <<<"$first")
-dir=$(sed -nE 's/.*Credentials are in (.+)\. .*/\1/p' <<<"$first")
-[[ -n $mock && -n $mtls && -d $dir ]] || die "could not read the demo's mock and files: $first"
+# start_mock NAME [demo options]: `$BIN demo` (the mock, and a demo sidecar not used here)
+# in the background; sets MOCK (CertCentral and DigiCert ONE), MTLS (clientauth) and DIR
+# (its credentials and CA).
+start_mock() {
+    local name=$1 first
+    shift
+    say "the DigiCert mock: $BIN demo $* (not trained)"
+    # An instrumented binary (deploy/pgo/train) writes its profile at exit: the mock's goes
+    # aside, not into the sidecar's.
+    LLVM_PROFILE_FILE=$RUN/$name-%p.profraw \
+        "$BIN" demo --listen "127.0.0.1:$(free_port)" "$@" >"$RUN/$name.out" 2>"$RUN/$name.err" &
+    PIDS+=($!)
+    for _ in $(seq 100); do
+        grep -q 'is running' "$RUN/$name.out" 2>/dev/null && break
+        sleep 0.1
+    done
+    first=$(head -n 2 "$RUN/$name.out" | tr '\n' ' ')
+    MOCK=$(sed -nE 's/.*a DigiCert mock on (https:[^ ]+) .*/\1/p' <<<"$first")
+    MTLS=$(sed -nE 's/.* and (https:[^ ]+) \(clientauth.*/\1/p' <<<"$first")
+    DIR=$(sed -nE 's/.*Credentials are in (.+)\. .*/\1/p' <<<"$first")
+    [[ -n $MOCK && -n $MTLS && -d $DIR ]] || die "could not read the demo's mock and files: $first"
+}
+
+# Two mocks: one offering HTTP/2 (the sidecar multiplexes), one HTTP/1.1 only (the sidecar
+# pools connections): DigiCert's hosts may do either.
+start_mock mock-h1 --mock-http1
+mock1=$MOCK mtls1=$MTLS dir1=$DIR
+start_mock mock-h2
+mock=$MOCK mtls=$MTLS dir=$DIR
 
 cat >"$RUN/train-a.toml" <<TOML
 # Several routes: key header, mTLS (.p12), Software Trust Manager (both); JSON lines.
@@ -83,9 +98,10 @@ password_file = "$dir/p12-password"
 TOML
 
 # A key file others can read: the sidecar warns at start (users' files often are so).
-install -m 0644 "$dir/devkey" "$RUN/devkey-0644"
+install -m 0644 "$dir1/devkey" "$RUN/devkey-0644"
 cat >"$RUN/train-b.toml" <<TOML
-# One key route to an IP address, with the settings people tune and rate limiting off.
+# The HTTP/1.1-only mock: an mTLS route and a key route to an IP address, with the
+# settings people tune and rate limiting off.
 [server]
 listen = "127.0.0.1:$LISTEN"
 admin = "127.0.0.1:$ADMIN"
@@ -100,10 +116,20 @@ level = "info"
 proxy = "none"
 
 [[routes]]
+name = "digicert-one-mtls"
+path_prefix = "/mtls"
+strip_prefix = true
+upstream = "${mtls1/localhost/127.0.0.1}"
+ca_file = "$dir1/mock-ca.pem"
+[routes.client_cert]
+pkcs12_file = "$dir1/service-user.p12"
+password_file = "$dir1/p12-password"
+
+[[routes]]
 name = "certcentral"
 path_prefix = "/"
-upstream = "${mock/localhost/127.0.0.1}"
-ca_file = "$dir/mock-ca.pem"
+upstream = "${mock1/localhost/127.0.0.1}"
+ca_file = "$dir1/mock-ca.pem"
 [routes.api_key]
 header = "X-DC-DEVKEY"
 file = "$RUN/devkey-0644"
@@ -113,7 +139,7 @@ max_in_flight = 64
 TOML
 
 cat >"$RUN/train-c.toml" <<TOML
-# The smallest configuration, with text lines.
+# The smallest configuration, with text lines, to the HTTP/1.1-only mock.
 [server]
 listen = "127.0.0.1:$LISTEN"
 admin = "127.0.0.1:$ADMIN"
@@ -124,16 +150,16 @@ format = "text"
 [[routes]]
 name = "certcentral"
 path_prefix = "/services/v2"
-upstream = "$mock"
-ca_file = "$dir/mock-ca.pem"
+upstream = "$mock1"
+ca_file = "$dir1/mock-ca.pem"
 [routes.api_key]
 header = "X-DC-DEVKEY"
-file = "$dir/devkey"
+file = "$dir1/devkey"
 TOML
 
 # The paths each configuration serves with a 200, in the order of the configurations.
 TRAIN_A_PATHS=(/services/v2/user/me /mtls/account/api/v1/user /signingmanager/api/v1/keypairs)
-TRAIN_B_PATHS=(/services/v2/user/me)
+TRAIN_B_PATHS=(/services/v2/user/me /mtls/account/api/v1/user)
 TRAIN_C_PATHS=(/services/v2/user/me)
 
 get() { CODES+=("$(curl -s -o /dev/null -w '%{http_code}' "$@")"); }
