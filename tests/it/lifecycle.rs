@@ -96,6 +96,110 @@ async fn access_lines_reach_stderr_soon_and_in_order() {
     assert!(first < warning && warning < second, "{log}");
 }
 
+/// Many batches' worth of access lines, handed to the flusher thread as they fill: every
+/// line arrives, whole and in order, and a warning between two requests stays between
+/// their lines.
+#[tokio::test]
+async fn batches_handed_to_the_flusher_lose_nothing_and_keep_order() {
+    let w = World::new().await;
+    let port = free_port();
+    let config = w.config_file(&format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin = \"off\"\n{}",
+        w.certcentral_route("cc", "/")
+    ));
+    let mut p = Process::spawn(&config, w.path("handoff.log"), &[]);
+    wait_listening(format!("127.0.0.1:{port}").parse().unwrap()).await;
+    let url = format!("http://127.0.0.1:{port}/services/v2/user/me");
+    let call = |n: usize| {
+        let url = url.clone();
+        async move {
+            get(&url, &[("x-request-id", &format!("req-{n}"))])
+                .await
+                .status
+        }
+    };
+    // ~350 bytes per line: 1,200 lines are a dozen 32 KiB batches.
+    for n in 0..600 {
+        assert_eq!(call(n).await, 200);
+    }
+    w.mock.set_devkeys(&["another-key"]);
+    assert_eq!(call(600).await, 403);
+    w.mock.set_devkeys(&[DEVKEY]);
+    for n in 601..1200 {
+        assert_eq!(call(n).await, 200);
+    }
+    p.signal("TERM");
+    let status = p.wait(Duration::from_secs(10)).await.expect("exits");
+    assert_eq!(status.code(), Some(0));
+    let log = p.stderr();
+    let mut seen = Vec::new();
+    let mut warning_after = None;
+    for line in log.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not one JSON line ({e}): {line}"));
+        if v["target"] == "access" {
+            let id = v["request_id"].as_str().unwrap_or_default();
+            seen.push(id.trim_start_matches("req-").parse::<usize>().unwrap());
+        } else if line.contains("DigiCert rejected") {
+            warning_after = Some(seen.len());
+        }
+    }
+    assert_eq!(
+        seen,
+        (0..1200).collect::<Vec<_>>(),
+        "every access line, in order"
+    );
+    assert_eq!(
+        warning_after,
+        Some(600),
+        "the warning between the lines of requests 599 and 600"
+    );
+}
+
+/// stderr a pipe that nobody reads for a while (a log shipper that stalls): the pipe fills,
+/// the flusher thread waits on it, and requests go on being answered; the lines held
+/// meanwhile all arrive once the reader comes back.
+#[tokio::test]
+async fn a_stalled_stderr_reader_does_not_stall_requests() {
+    let w = World::new().await;
+    let port = free_port();
+    let config = w.config_file(&format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin = \"off\"\n{}",
+        w.certcentral_route("cc", "/")
+    ));
+    let mut child = binary()
+        .args(["run", "--config", &config.display().to_string()])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_listening(format!("127.0.0.1:{port}").parse().unwrap()).await;
+    let url = format!("http://127.0.0.1:{port}/services/v2/user/me");
+    // ~330 bytes per access line: 600 lines are three times the 64 KiB of a pipe.
+    for n in 0..600 {
+        let got = tokio::time::timeout(Duration::from_secs(5), get(&url, &[]))
+            .await
+            .unwrap_or_else(|_| panic!("request {n} stalled behind the unread stderr"));
+        assert_eq!(got.status, 200);
+    }
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .filter(|l| l.contains("\"target\":\"access\""))
+            .count()
+    });
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(reader.join().unwrap(), 600, "every access line, once read");
+}
+
 async fn get_owned(url: String) -> Got {
     get(&url, &[]).await
 }
