@@ -28,7 +28,9 @@
 # digicert-sidecar at the top of the build context).
 ARG BINARY=build
 
-FROM rust:1.95-bookworm AS build
+# The exact Rust release: the PGO profile in deploy/pgo is read only by the rustc that made it
+# (deploy/pgo/rustc); another one builds without it.
+FROM rust:1.95.0-bookworm AS build
 WORKDIR /src
 COPY . .
 # The cache mounts keep the crate registry and the target directory between builds

@@ -162,7 +162,12 @@ TRAIN_A_PATHS=(/services/v2/user/me /mtls/account/api/v1/user /signingmanager/ap
 TRAIN_B_PATHS=(/services/v2/user/me /mtls/account/api/v1/user)
 TRAIN_C_PATHS=(/services/v2/user/me)
 
-get() { CODES+=("$(curl -s -o /dev/null -w '%{http_code}' "$@")"); }
+# get CURL-ARGS...: one request; its status (000: no answer) goes to CODES, never stops the run.
+get() {
+    local code
+    code=$(curl -s -o /dev/null -w '%{http_code}' "$@") || true
+    CODES+=("${code:-000}")
+}
 
 # training_start CONFIG [WRAPPER...]: start `$BIN run --config CONFIG` (under WRAPPER, if
 # given) and wait until it is ready; TRAINED is its pid.
