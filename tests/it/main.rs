@@ -20,3 +20,4 @@ mod secrets;
 mod stack;
 mod support;
 mod upstream;
+mod workers;
