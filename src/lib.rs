@@ -38,7 +38,6 @@ pub mod systemd;
 pub mod telemetry;
 pub mod upstream;
 pub mod wait;
-pub mod workers;
 
 pub use config::Config;
 pub use server::{Sidecar, StartError};

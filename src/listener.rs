@@ -27,7 +27,6 @@ use crate::config::{ListenAddr, Server};
 use crate::conn_guard::ConnGuard;
 use crate::stack::{Peer, Stack};
 use crate::systemd::Passed;
-use crate::workers::{Movable, Workers};
 
 /// A bound listening socket. A Unix socket file we made is removed when this is dropped.
 pub enum Bound {
@@ -232,7 +231,6 @@ pub async fn accept_loop(
     bound: Bound,
     stack: Stack,
     shared: Arc<Shared>,
-    workers: Arc<Workers>,
     new_watcher: impl Fn() -> Watcher,
     stop: CancellationToken,
 ) {
@@ -248,17 +246,14 @@ pub async fn accept_loop(
             a = accept(&bound) => a,
             _ = stop.cancelled() => return,
         };
-        let to = Spawn {
-            stack: &stack,
-            shared: &shared,
-            workers: &workers,
-        };
         match accepted {
             Ok(Conn::Tcp(stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                to.conn(stream, peer, new_watcher(), permit);
+                spawn_conn(stream, peer, &stack, &shared, new_watcher(), permit);
             }
-            Ok(Conn::Unix(stream, peer)) => to.conn(stream, peer, new_watcher(), permit),
+            Ok(Conn::Unix(stream, peer)) => {
+                spawn_conn(stream, peer, &stack, &shared, new_watcher(), permit);
+            }
             Err(e) => {
                 // Out of file descriptors and the like: back off rather than spin.
                 tracing::warn!(error = %e, "accept failed");
@@ -293,22 +288,19 @@ async fn accept(bound: &Bound) -> io::Result<Conn> {
     }
 }
 
-/// What an accepted connection is served with.
-struct Spawn<'a> {
-    stack: &'a Stack,
-    shared: &'a Arc<Shared>,
-    workers: &'a Workers,
-}
-
-impl Spawn<'_> {
-    /// Serve one accepted connection on the least busy worker (see [`Workers`]).
-    fn conn<IO>(&self, io: IO, peer: Peer, watcher: Watcher, permit: OwnedSemaphorePermit)
-    where
-        IO: AsyncRead + AsyncWrite + Unpin + Movable,
-    {
-        let stack = self.stack.clone();
-        let shared = self.shared.clone();
-        self.workers.spawn(io, move |io, assigned| async move {
+fn spawn_conn<IO>(
+    io: IO,
+    peer: Peer,
+    stack: &Stack,
+    shared: &Arc<Shared>,
+    watcher: Watcher,
+    permit: OwnedSemaphorePermit,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let stack = stack.clone();
+    let shared = shared.clone();
+    tokio::spawn(async move {
         let strikes = Arc::new(crate::caller::Strikes::default());
         let conn = shared.connection(io, peer, stack, strikes.clone());
         let watched = watcher.watch(conn);
@@ -331,7 +323,5 @@ impl Spawn<'_> {
             tracing::debug!(error = %e, "connection ended with an error");
         }
         drop(permit);
-        drop(assigned);
     });
-    }
 }

@@ -99,7 +99,7 @@ fn main() -> ExitCode {
             command,
         } => run_exec(config, exec::Exec { command, proxy_env }),
         Command::Wait { admin, timeout } => {
-            match runtime().block_on(wait::until_ready(&admin, timeout)) {
+            match runtime(1).block_on(wait::until_ready(&admin, timeout)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(last) => {
                     eprintln!("digicert-sidecar wait: {last}");
@@ -123,7 +123,7 @@ fn main() -> ExitCode {
         Command::Demo { listen, mock_http1 } => {
             let _log = telemetry::init(config::LogFormat::Text, "info");
             hardening::lock_down();
-            let result = runtime().block_on(demo::run(listen, mock_http1));
+            let result = runtime(1).block_on(demo::run(listen, mock_http1));
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -145,7 +145,7 @@ fn run(path: Option<PathBuf>) -> ExitCode {
     };
     let _log = telemetry::init(config.log.format, &config.log.level);
     hardening::lock_down();
-    runtime().block_on(async move {
+    runtime(config.server.worker_threads).block_on(async move {
         match digicert_sidecar::Sidecar::bind(config).await {
             Ok(sidecar) => {
                 systemd::ready();
@@ -172,7 +172,7 @@ fn run_exec(path: Option<PathBuf>, how: exec::Exec) -> ExitCode {
     };
     let _log = telemetry::init(config.log.format, &config.log.level);
     hardening::lock_down();
-    runtime().block_on(async move {
+    runtime(config.server.worker_threads).block_on(async move {
         match digicert_sidecar::Sidecar::bind(config.clone()).await {
             Ok(sidecar) => ExitCode::from(exec::run(sidecar, &config, how).await),
             Err(e) => {
@@ -184,11 +184,18 @@ fn run_exec(path: Option<PathBuf>, how: exec::Exec) -> ExitCode {
     })
 }
 
-/// The serving thread's runtime: tokio's single-threaded one, where a request, its upstream
-/// connection and its access line never change threads (no cross-thread wake-ups, one malloc
-/// arena). `[server] worker_threads = N` adds N - 1 threads like it (`workers.rs`).
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
+/// One worker: tokio's single-threaded runtime, where a request, its upstream connection
+/// and its access line never change threads (no cross-thread wake-ups, one malloc arena).
+/// More: the work-stealing runtime. See docs/performance.md for the measurements.
+fn runtime(workers: usize) -> tokio::runtime::Runtime {
+    let mut builder = if workers <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
+    };
+    builder
         .enable_all()
         .build()
         .expect("the tokio runtime starts")

@@ -21,7 +21,6 @@ use crate::metrics::Metrics;
 use crate::rate_limit::Store;
 use crate::router::{RouteHandle, Router};
 use crate::stack::{self, Stack};
-use crate::workers::Workers;
 
 /// Why the sidecar could not start.
 #[derive(Debug, thiserror::Error)]
@@ -35,8 +34,6 @@ pub enum StartError {
     Store(#[from] crate::rate_limit::store::StoreError),
     #[error("{0}")]
     Caller(#[from] CallerError),
-    #[error("cannot start the worker threads: {0}")]
-    Workers(std::io::Error),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: ListenAddr,
@@ -56,16 +53,12 @@ pub struct Sidecar {
     file_watch: watch::FileWatch,
     /// Stops the fleet store's background probe.
     stop_store: CancellationToken,
-    /// Workers 1.. of `worker_threads` (the serving thread is worker 0).
-    workers: Workers,
 }
 
 impl Sidecar {
     /// Load credentials and bind every listener.
     pub async fn bind(config: Config) -> Result<Self, StartError> {
         let server = Arc::new(config.server.clone());
-        // First: every pool made below keeps a slot per worker.
-        let workers = Workers::start(server.worker_threads).map_err(StartError::Workers)?;
         let file_watch = watch::FileWatch::start(&config.routes, &config.callers.token_files());
         let callers = Arc::new(CallerStore::load(&config.callers)?);
         let mut metrics = Metrics::new();
@@ -180,7 +173,6 @@ impl Sidecar {
             admin,
             file_watch,
             stop_store,
-            workers,
         })
     }
 
@@ -237,13 +229,6 @@ impl Sidecar {
         let shared = Arc::new(Shared::new(server));
         let graceful = Arc::new(GracefulShutdown::new());
         let stop_accepting = CancellationToken::new();
-        let workers = Arc::new(self.workers);
-        if workers.len() > 1 {
-            tracing::info!(
-                worker_threads = workers.len(),
-                "serving on one thread per worker"
-            );
-        }
         let mut loops = tokio::task::JoinSet::new();
         for (bound, stack) in self.listeners {
             let g = graceful.clone();
@@ -251,7 +236,6 @@ impl Sidecar {
                 bound,
                 stack,
                 shared.clone(),
-                workers.clone(),
                 move || g.watcher(),
                 stop_accepting.clone(),
             ));
@@ -300,14 +284,10 @@ impl Sidecar {
         tracing::info!(grace = ?server.shutdown_grace, "shutting down: no new connections, finishing requests in flight");
         stop_accepting.cancel();
         while loops.join_next().await.is_some() {}
-        // Every accept loop has returned: this is the last handle on the workers. Dropped
-        // after the drain below, their threads stop and close what is still open.
-        let workers = Arc::into_inner(workers);
         // Every accept loop has returned, so this is the last handle.
         let Ok(graceful) = Arc::try_unwrap(graceful) else {
             tracing::warn!("connections could not be tracked; waiting out shutdown_grace");
             tokio::time::sleep(server.shutdown_grace).await;
-            drop(workers);
             stop_background.cancel();
             self.stop_store.cancel();
             return;
@@ -317,7 +297,6 @@ impl Sidecar {
             Ok(()) => tracing::info!(connections = open, "all connections closed"),
             Err(_) => tracing::warn!("shutdown_grace elapsed; closing the remaining connections"),
         }
-        drop(workers);
         stop_background.cancel();
         self.stop_store.cancel();
         while background.join_next().await.is_some() {}

@@ -23,7 +23,7 @@ pub struct Server {
     pub max_header_bytes: usize,
     pub max_request_body: u64,
     pub max_connections: usize,
-    /// Threads serving connections, each with a single-threaded runtime (`crate::workers`).
+    /// 1: a single-threaded runtime; more: a work-stealing runtime with this many workers.
     pub worker_threads: usize,
     pub shutdown_grace: Duration,
     pub unix_socket_mode: u32,

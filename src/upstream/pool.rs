@@ -11,9 +11,6 @@
 //!   beyond [`MAX_IDLE`].
 //!
 //! Each connection has one task that drives it; requests add none.
-//!
-//! With several workers (`crate::workers`), each worker has a slot of its own: a request
-//! takes a connection driven on its own thread, and puts it back there.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -57,8 +54,7 @@ struct Pool {
     connector: Connector,
     /// `Host` for HTTP/1.1 requests.
     host: http::HeaderValue,
-    /// One per worker: the connections whose tasks run on that worker's thread.
-    slots: Box<[Mutex<State>]>,
+    state: Mutex<State>,
 }
 
 #[derive(Default)]
@@ -68,16 +64,8 @@ struct State {
 }
 
 impl Pool {
-    /// The slot of the worker this runs on. Never contended but by a thread that is no
-    /// worker (a test's runtime), which shares slot 0.
     fn state(&self) -> MutexGuard<'_, State> {
-        self.slot(crate::workers::current())
-    }
-
-    fn slot(&self, worker: usize) -> MutexGuard<'_, State> {
-        self.slots[worker % self.slots.len()]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -102,9 +90,7 @@ impl UpstreamClient {
                 connector: Connector::new(tls, host, upstream.port, connect_timeout, proxy)?,
                 host: http::HeaderValue::from_str(upstream.authority.as_str())
                     .map_err(|_| UpstreamError::BadHost(host.clone()))?,
-                slots: (0..crate::workers::count())
-                    .map(|_| Mutex::new(State::default()))
-                    .collect(),
+                state: Mutex::new(State::default()),
             }),
         })
     }
@@ -155,8 +141,8 @@ impl UpstreamClient {
                     let absolute = self.origin_form(&mut req);
                     match s.try_send_request(req).await {
                         Ok(resp) => {
-                            let back = (s, self.pool.clone(), crate::workers::current());
-                            return Ok(resp.map(|body| PooledBody::returning(body, back)));
+                            let pool = self.pool.clone();
+                            return Ok(resp.map(|body| PooledBody::returning(body, s, pool)));
                         }
                         Err(mut e) => match e.take_message() {
                             Some(mut back) if !fresh => {
@@ -244,8 +230,7 @@ impl UpstreamClient {
 /// when it has been read to the end.
 pub struct PooledBody {
     body: Incoming,
-    /// Where the connection goes back: its pool, and the slot of the worker that drives it.
-    back: Option<(http1::SendRequest<Outgoing>, Arc<Pool>, usize)>,
+    back: Option<(http1::SendRequest<Outgoing>, Arc<Pool>)>,
 }
 
 impl PooledBody {
@@ -253,10 +238,10 @@ impl PooledBody {
         Self { body, back: None }
     }
 
-    fn returning(body: Incoming, back: (http1::SendRequest<Outgoing>, Arc<Pool>, usize)) -> Self {
+    fn returning(body: Incoming, sender: http1::SendRequest<Outgoing>, pool: Arc<Pool>) -> Self {
         let mut this = Self {
             body,
-            back: Some(back),
+            back: Some((sender, pool)),
         };
         if this.body.is_end_stream() {
             this.give_back();
@@ -265,10 +250,10 @@ impl PooledBody {
     }
 
     fn give_back(&mut self) {
-        if let Some((sender, pool, worker)) = self.back.take()
+        if let Some((sender, pool)) = self.back.take()
             && !sender.is_closed()
         {
-            let mut state = pool.slot(worker);
+            let mut state = pool.state();
             if state.idle.len() < MAX_IDLE {
                 state.idle.push((sender, Instant::now()));
             }

@@ -20,4 +20,3 @@ mod secrets;
 mod stack;
 mod support;
 mod upstream;
-mod workers;
