@@ -19,4 +19,5 @@ mod rotation;
 mod secrets;
 mod stack;
 mod support;
+mod threads;
 mod upstream;
