@@ -676,13 +676,8 @@ async fn a_stalled_request_body_is_aborted_after_body_idle_timeout() {
 #[tokio::test]
 async fn a_client_that_stops_reading_costs_bounded_memory_and_is_let_go() {
     let w = World::new().await;
-    let port = free_port();
-    let config = w.config_file(&format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin = \"off\"\nbody_idle_timeout = \"1s\"\nmax_connections = 1\nrequest_timeout = \"60s\"\n[log]\nlevel = \"warn\"\n{}",
-        w.certcentral_route("cc", "/")
-    ));
+    let (addr, config) = w.binary_config("body_idle_timeout = \"1s\"\nmax_connections = 1\nrequest_timeout = \"60s\"\n[log]\nlevel = \"warn\"\n");
     let p = Process::spawn(&config, w.path("stall.log"), &[]);
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     wait_listening(addr).await;
     let warm = raw(
         addr,

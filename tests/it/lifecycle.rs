@@ -15,18 +15,11 @@ const MB: u64 = 1024 * 1024;
 #[tokio::test]
 async fn sigterm_finishes_requests_in_flight_then_exits_0() {
     let w = World::new().await;
-    let port = free_port();
-    let config = w.config_file(&format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin = \"off\"\nshutdown_grace = \"10s\"\n{}",
-        w.certcentral_route("cc", "/")
-    ));
+    let (addr, config) = w.binary_config("shutdown_grace = \"10s\"\n");
     let mut p = Process::spawn(&config, w.path("term.log"), &[]);
-    let addr = format!("127.0.0.1:{port}").parse().unwrap();
     wait_listening(addr).await;
 
-    let slow = tokio::spawn(get_owned(format!(
-        "http://127.0.0.1:{port}/_test/slow?ms=1500"
-    )));
+    let slow = tokio::spawn(get_owned(format!("http://{addr}/_test/slow?ms=1500")));
     tokio::time::sleep(Duration::from_millis(400)).await;
     p.signal("TERM");
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -55,14 +48,10 @@ async fn sigterm_finishes_requests_in_flight_then_exits_0() {
 #[tokio::test]
 async fn access_lines_reach_stderr_soon_and_in_order() {
     let w = World::new().await;
-    let port = free_port();
-    let config = w.config_file(&format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin = \"off\"\n{}",
-        w.certcentral_route("cc", "/")
-    ));
+    let (addr, config) = w.binary_config("");
     let p = Process::spawn(&config, w.path("batch.log"), &[]);
-    wait_listening(format!("127.0.0.1:{port}").parse().unwrap()).await;
-    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    wait_listening(addr).await;
+    let url = |path: &str| format!("http://{addr}{path}");
     assert_eq!(get(&url("/services/v2/user/me"), &[]).await.status, 200);
     let access = |log: &str| {
         log.lines()
@@ -102,14 +91,10 @@ async fn access_lines_reach_stderr_soon_and_in_order() {
 #[tokio::test]
 async fn batches_handed_to_the_flusher_lose_nothing_and_keep_order() {
     let w = World::new().await;
-    let port = free_port();
-    let config = w.config_file(&format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin = \"off\"\n{}",
-        w.certcentral_route("cc", "/")
-    ));
+    let (addr, config) = w.binary_config("");
     let mut p = Process::spawn(&config, w.path("handoff.log"), &[]);
-    wait_listening(format!("127.0.0.1:{port}").parse().unwrap()).await;
-    let url = format!("http://127.0.0.1:{port}/services/v2/user/me");
+    wait_listening(addr).await;
+    let url = format!("http://{addr}/services/v2/user/me");
     let call = |n: usize| {
         let url = url.clone();
         async move {
@@ -162,11 +147,7 @@ async fn batches_handed_to_the_flusher_lose_nothing_and_keep_order() {
 #[tokio::test]
 async fn a_stalled_stderr_reader_does_not_stall_requests() {
     let w = World::new().await;
-    let port = free_port();
-    let config = w.config_file(&format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin = \"off\"\n{}",
-        w.certcentral_route("cc", "/")
-    ));
+    let (addr, config) = w.binary_config("");
     let mut child = binary()
         .args(["run", "--config", &config.display().to_string()])
         .env_remove("RUST_LOG")
@@ -175,8 +156,8 @@ async fn a_stalled_stderr_reader_does_not_stall_requests() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_listening(format!("127.0.0.1:{port}").parse().unwrap()).await;
-    let url = format!("http://127.0.0.1:{port}/services/v2/user/me");
+    wait_listening(addr).await;
+    let url = format!("http://{addr}/services/v2/user/me");
     // ~330 bytes per access line: 600 lines are three times the 64 KiB of a pipe.
     for n in 0..600 {
         let got = tokio::time::timeout(Duration::from_secs(5), get(&url, &[]))
@@ -207,13 +188,10 @@ async fn get_owned(url: String) -> Got {
 #[tokio::test]
 async fn a_hundred_megabytes_each_way_with_flat_memory() {
     let w = World::new().await;
-    let port = free_port();
-    let config = w.config_file(&format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin = \"off\"\nmax_request_body = \"200MiB\"\nrequest_timeout = \"120s\"\n[log]\nlevel = \"warn\"\n{}",
-        w.certcentral_route("cc", "/")
-    ));
+    let (addr, config) = w.binary_config(
+        "max_request_body = \"200MiB\"\nrequest_timeout = \"120s\"\n[log]\nlevel = \"warn\"\n",
+    );
     let p = Process::spawn(&config, w.path("stream.log"), &[]);
-    let addr = format!("127.0.0.1:{port}").parse().unwrap();
     wait_listening(addr).await;
     // Warm up: one small request so pools and TLS are set up before the baseline.
     assert_eq!(

@@ -150,6 +150,18 @@ impl World {
         )
     }
 
+    /// A configuration for the real binary: `[server]` on a free loopback port with the admin
+    /// listener off, then `extra` (more `[server]` keys, a `[log]` table …), then route `cc`
+    /// on `/` ([`Self::certcentral_route`]). Returns the address it will listen on and the file.
+    pub fn binary_config(&self, extra: &str) -> (SocketAddr, PathBuf) {
+        let port = free_port();
+        let path = self.config_file(&format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin = \"off\"\n{extra}{}",
+            self.certcentral_route("cc", "/")
+        ));
+        (SocketAddr::from(([127, 0, 0, 1], port)), path)
+    }
+
     /// Write a config file and return its path.
     pub fn config_file(&self, toml: &str) -> PathBuf {
         self.write("config.toml", toml.as_bytes())

@@ -40,13 +40,8 @@ async fn user_me(c: &Client<HttpConnector, Full<Bytes>>, addr: std::net::SocketA
 #[tokio::test]
 async fn two_worker_threads_serve_share_the_upstream_and_drain() {
     let w = World::new().await;
-    let port = free_port();
-    let config = w.config_file(&format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin = \"off\"\nworker_threads = 2\nshutdown_grace = \"10s\"\n{}",
-        w.certcentral_route("cc", "/")
-    ));
+    let (addr, config) = w.binary_config("worker_threads = 2\nshutdown_grace = \"10s\"\n");
     let mut p = Process::spawn(&config, w.path("threads.log"), &[]);
-    let addr = format!("127.0.0.1:{port}").parse().unwrap();
     wait_listening(addr).await;
 
     let clients: Vec<_> = (0..8).map(|_| h1_client()).collect();
