@@ -49,6 +49,14 @@ struct State {
     flusher: bool,
 }
 
+impl State {
+    /// The batch gathered so far; the spare buffer takes its place.
+    fn take_batch(&mut self) -> Vec<u8> {
+        let spare = std::mem::take(&mut self.spare);
+        std::mem::replace(&mut self.batch, spare)
+    }
+}
+
 pub(super) static SINK: Sink = Sink {
     state: Mutex::new(State {
         batch: Vec::new(),
@@ -80,8 +88,7 @@ impl Sink {
         write(&mut state.batch);
         let len = state.batch.len();
         if len >= BATCH && state.flusher && state.ready.is_empty() {
-            let spare = std::mem::take(&mut state.spare);
-            state.ready = std::mem::replace(&mut state.batch, spare);
+            state.ready = state.take_batch();
             self.wake.notify_one();
         } else if len >= MAX_HELD || (len >= BATCH && !state.flusher) {
             self.write_held(state, &[]);
@@ -137,8 +144,7 @@ impl Sink {
                     .0;
             }
             let mut chunk = if state.ready.is_empty() {
-                let spare = std::mem::take(&mut state.spare);
-                std::mem::replace(&mut state.batch, spare)
+                state.take_batch()
             } else {
                 std::mem::take(&mut state.ready)
             };
