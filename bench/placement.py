@@ -91,7 +91,10 @@ def main(path, prefix):
     span = (last or 0) - (first or 0)
     if span <= 0 or not wakeups:
         sys.exit(f"placement: no scheduler events in {path}")
-    pct = lambda x: x / span * 100  # noqa: E731
+
+    def pct(seconds):
+        return seconds / span * 100
+
     cpus = " ".join(f"cpu{c} {pct(idle[c]):.1f} %" for c in sorted(running))
     print(f"{span:.2f} s traced; idle: {cpus}")
     print(f"a CPU idle while another had a task waiting: {pct(idle_while_waiting):.1f} % of the time")
