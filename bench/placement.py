@@ -27,12 +27,14 @@ def main(path, prefix):
     idle = defaultdict(float)
     idle_while_waiting = ours_running = ours_waiting = ours_waiting_other_idle = 0.0
     wakeups = onto_busy = onto_busy_other_idle = 0
-    first = last = None
+    last = None
+    span = 0.0  # the time accounted: from when every CPU's running task is known
 
     def advance(t):
-        nonlocal last, idle_while_waiting, ours_running, ours_waiting, ours_waiting_other_idle
+        nonlocal last, span, idle_while_waiting, ours_running, ours_waiting, ours_waiting_other_idle
         if last is not None and len(running) >= 2:
             dt = t - last
+            span += dt
             for cpu, pid in running.items():
                 others = [c for c in running if c != cpu]
                 other_idle = any(running[c] == 0 for c in others)
@@ -54,7 +56,6 @@ def main(path, prefix):
         if not m:
             continue
         cpu, t, name, rest = int(m.group(1)), float(m.group(2)), m.group(3), m.group(4)
-        first = t if first is None else first
         advance(t)
         if name == "sched:sched_switch":
             f = dict(FIELD.findall(rest.replace(" ==> ", " ")))
@@ -88,7 +89,6 @@ def main(path, prefix):
                 waiting[src].discard(pid)
                 waiting[dst].add(pid)
 
-    span = (last or 0) - (first or 0)
     if span <= 0 or not wakeups:
         sys.exit(f"placement: no scheduler events in {path}")
 
